@@ -1,0 +1,377 @@
+"""Model bundles: save atomically, load safely.
+
+A bundle is a directory ``model_v{version}_{YYYY-MM-DD}[-N]/`` holding ``model.skops``, optional
+``model.onnx``, ``metadata.json`` (with the sha256 of every other file), ``MODEL_CARD.md`` and
+``plots/``. It is written into a temporary directory on the same filesystem, fsynced, and renamed
+into place, so readers only ever see complete bundles. ``model_latest`` is a relative symlink that
+is replaced atomically (new link, then ``os.replace``).
+
+Loading never runs pickle: paths and hashes are checked first, then the skops file's types must be
+in ``TRUSTED_TYPES`` before skops deserializes anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from mlservice.errors import BundleError, MissingExtraError
+
+__all__ = [
+    "LATEST_LINK",
+    "METADATA_FILE",
+    "MODEL_FILE",
+    "SCHEMA_VERSION",
+    "TRUSTED_TYPES",
+    "Bundle",
+    "find_bundles",
+    "load_bundle",
+    "load_metadata",
+    "promote_latest",
+    "resolve_bundle_path",
+    "save_bundle",
+    "sha256_file",
+    "update_bundle_files",
+]
+
+SCHEMA_VERSION = 1
+MODEL_FILE = "model.skops"
+METADATA_FILE = "metadata.json"
+LATEST_LINK = "model_latest"
+
+#: Types skops may construct beyond its own defaults. An explicit list: never ``trusted=True``.
+TRUSTED_TYPES: frozenset[str] = frozenset(
+    {
+        "numpy.dtype",
+        "collections.OrderedDict",
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn._loss.link.Interval",
+        "mlservice.pipelines.features.DatetimeFeatures",
+        "lightgbm.basic.Booster",
+        "lightgbm.sklearn.LGBMClassifier",
+        "lightgbm.sklearn.LGBMRegressor",
+        "lightgbm.sklearn.LGBMRanker",
+        "xgboost.core.Booster",
+        "xgboost.sklearn.XGBClassifier",
+        "xgboost.sklearn.XGBRegressor",
+        "xgboost.sklearn.XGBRanker",
+    }
+)
+
+#: Module a bundle needs → the extra that installs it.
+_EXTRA_FOR_MODULE = {"lightgbm": "train", "xgboost": "train", "sentence_transformers": "text"}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified bundle: the fitted pipeline and its metadata."""
+
+    path: Path
+    metadata: dict[str, Any]
+    pipeline: Any
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["version"])
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    for path in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        _fsync_dir(path)
+    _fsync_dir(root)
+
+
+def _hash_files(root: Path) -> dict[str, str]:
+    return {
+        path.relative_to(root).as_posix(): sha256_file(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.name != METADATA_FILE
+    }
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=False, default=str)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _bundle_dir_name(version: str, created: datetime, parent: Path) -> str:
+    base = f"model_v{version}_{created:%Y-%m-%d}"
+    name, n = base, 1
+    while (parent / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def save_bundle(
+    *,
+    output_dir: Path,
+    pipeline: Any,
+    metadata: dict[str, Any],
+    write_extras: Callable[[Path, dict[str, Any]], None] | None = None,
+) -> Path:
+    """Write a new bundle atomically and return its final path.
+
+    ``write_extras(tmp_dir, metadata)`` may add files (plots, card, onnx) and fill metadata
+    before the hashes are taken; on any error the temporary directory is removed.
+    """
+    import skops.io as sio
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(UTC)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-bundle-", dir=output_dir))
+    try:
+        final_name = _bundle_dir_name(str(metadata["version"]), created, output_dir)
+        metadata = {
+            "schema_version": SCHEMA_VERSION,
+            **metadata,
+            "bundle_id": final_name,
+            "created_at": metadata.get("created_at") or created.isoformat(),
+        }
+        sio.dump(pipeline, tmp / MODEL_FILE)
+        untrusted = set(sio.get_untrusted_types(file=tmp / MODEL_FILE)) - TRUSTED_TYPES
+        if untrusted:
+            raise BundleError(
+                f"the pipeline holds types the loader would refuse: {sorted(untrusted)}; "
+                "add them to mlservice.bundle.TRUSTED_TYPES only if they are safe to construct"
+            )
+        if write_extras is not None:
+            write_extras(tmp, metadata)
+        metadata["files"] = _hash_files(tmp)
+        _write_json_atomic(tmp / METADATA_FILE, metadata)  # manifest last
+        _fsync_tree(tmp)
+        final = output_dir / final_name
+        # os.rename of a directory onto a non-existent name is atomic on POSIX.
+        os.rename(tmp, final)
+        _fsync_dir(output_dir)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def promote_latest(bundle_path: Path, *, link_name: str = LATEST_LINK) -> Path:
+    """Point ``<output_dir>/model_latest`` at ``bundle_path`` (relative link, atomic swap)."""
+    parent = bundle_path.parent
+    link = parent / link_name
+    tmp_link = parent / f".{link_name}.{uuid.uuid4().hex}"
+    os.symlink(bundle_path.name, tmp_link)
+    try:
+        os.replace(tmp_link, link)
+    except BaseException:
+        tmp_link.unlink(missing_ok=True)
+        raise
+    _fsync_dir(parent)
+    return link
+
+
+def update_bundle_files(
+    bundle_path: Path, files: dict[str, str | bytes], metadata_updates: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Replace text files in an existing bundle (card, …) and re-record their hashes atomically."""
+    metadata = load_metadata(bundle_path)
+    for rel, content in files.items():
+        target = _safe_member(bundle_path, rel)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        metadata.setdefault("files", {})[rel] = sha256_file(target)
+    metadata.update(metadata_updates or {})
+    _write_json_atomic(bundle_path / METADATA_FILE, metadata)
+    return metadata
+
+
+def _safe_member(root: Path, rel: str) -> Path:
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts or "\\" in rel:
+        raise BundleError(f"bundle {str(root)!r} lists unsafe file path {rel!r}; refusing it")
+    path = root.joinpath(*pure.parts)
+    for parent in [path, *path.parents]:
+        if parent == root:
+            break
+        if parent.is_symlink():
+            raise BundleError(f"bundle {str(root)!r} file {rel!r} is a symlink; refusing it")
+    return path
+
+
+def load_metadata(path: Path) -> dict[str, Any]:
+    """Read ``metadata.json`` of a bundle directory (no verification)."""
+    meta_path = Path(path) / METADATA_FILE
+    if not meta_path.is_file():
+        raise BundleError(
+            f"{str(path)!r} is not a model bundle: no {METADATA_FILE}. "
+            "Train one with `mlservice train CONFIG`."
+        )
+    try:
+        data = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(
+            f"bundle {str(path)!r}: {METADATA_FILE} is not valid JSON: {exc}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"bundle {str(path)!r}: {METADATA_FILE} must hold an object")
+    return data
+
+
+def _verify_files(path: Path, metadata: dict[str, Any]) -> None:
+    files = metadata.get("files")
+    if not isinstance(files, dict) or MODEL_FILE not in files:
+        raise BundleError(f"bundle {str(path)!r}: {METADATA_FILE} has no hash for {MODEL_FILE}")
+    for rel, expected in files.items():
+        member = _safe_member(path, str(rel))
+        if not member.is_file():
+            raise BundleError(f"bundle {str(path)!r} is missing file {rel!r} listed in metadata")
+        actual = sha256_file(member)
+        if actual != expected:
+            raise BundleError(
+                f"bundle {str(path)!r}: file {rel!r} does not match its recorded sha256 "
+                f"(expected {str(expected)[:12]}…, got {actual[:12]}…); the bundle was modified "
+                "or corrupted. Re-train or restore it."
+            )
+
+
+def _check_requirements(path: Path, metadata: dict[str, Any]) -> None:
+    for module in metadata.get("requirements", []):
+        if importlib.util.find_spec(str(module)) is None:
+            extra = _EXTRA_FOR_MODULE.get(str(module), "all")
+            raise MissingExtraError(
+                f"bundle {str(path)!r} needs {module!r}, which is not installed: "
+                f"pip install 'mlservice[{extra}]'"
+            )
+
+
+@contextlib.contextmanager
+def _version_warnings_as_errors() -> Iterator[None]:
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InconsistentVersionWarning)
+        yield
+
+
+def _load_skops(path: Path, model_path: Path) -> Any:
+    import skops.io as sio
+
+    # A skops file is a zip with a schema.json; anything else (e.g. a pickle) stops here,
+    # before any deserializer sees it.
+    if not zipfile.is_zipfile(model_path):
+        raise BundleError(
+            f"bundle {str(path)!r}: {MODEL_FILE!r} is not a skops archive; refusing to load it"
+        )
+    with zipfile.ZipFile(model_path) as archive:
+        if "schema.json" not in archive.namelist():
+            raise BundleError(f"bundle {str(path)!r}: {MODEL_FILE!r} has no skops schema")
+    try:
+        untrusted = sio.get_untrusted_types(file=model_path)
+    except Exception as exc:
+        raise BundleError(f"bundle {str(path)!r}: {MODEL_FILE!r} cannot be read: {exc}") from exc
+    unknown = sorted(set(untrusted) - TRUSTED_TYPES)
+    if unknown:
+        raise BundleError(
+            f"bundle {str(path)!r}: {MODEL_FILE!r} contains types that are not on the allowlist: "
+            f"{unknown}; refusing to load it"
+        )
+    try:
+        with _version_warnings_as_errors():
+            return sio.load(model_path, trusted=list(untrusted))
+    except Warning as exc:
+        raise BundleError(
+            f"bundle {str(path)!r} was saved with another scikit-learn version ({exc}); "
+            "re-train it or install the version recorded in metadata.json"
+        ) from exc
+    except Exception as exc:
+        raise BundleError(f"bundle {str(path)!r}: {MODEL_FILE!r} failed to load: {exc}") from exc
+
+
+def resolve_bundle_path(path: str | Path) -> Path:
+    """Follow ``model_latest`` and friends to the real bundle directory."""
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(
+            f"bundle {str(path)!r} not found; train one with `mlservice train CONFIG` "
+            "or pass an existing bundle directory"
+        )
+    return path.resolve()
+
+
+def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
+    """Load a bundle after checking its schema version, file hashes and skops types."""
+    real = resolve_bundle_path(path)
+    metadata = load_metadata(real)
+    version = metadata.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle {str(path)!r} has schema_version {version!r}, this mlservice reads "
+            f"{SCHEMA_VERSION}. Re-train it with this version of mlservice."
+        )
+    if verify:
+        _verify_files(real, metadata)
+    _check_requirements(real, metadata)
+    pipeline = _load_skops(real, real / MODEL_FILE)
+    return Bundle(path=real, metadata=metadata, pipeline=pipeline)
+
+
+def find_bundles(output_dir: Path, *, name: str | None = None) -> list[dict[str, Any]]:
+    """Metadata of the bundles in ``output_dir`` (optionally one model name), newest first."""
+    found: list[dict[str, Any]] = []
+    if not output_dir.is_dir():
+        return found
+    for child in output_dir.iterdir():
+        if child.is_symlink() or not child.is_dir() or child.name.startswith("."):
+            continue
+        try:
+            meta = load_metadata(child)
+        except BundleError:
+            continue
+        if name is None or meta.get("name") == name:
+            found.append(meta)
+    return sorted(found, key=lambda m: str(m.get("created_at", "")), reverse=True)

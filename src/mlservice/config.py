@@ -1,0 +1,477 @@
+"""The config file (``configs/model_config.yaml``) as Pydantic models, and ``load_config``.
+
+Every problem is reported at once with its key path and a hint (``ConfigError.problems``); unknown
+keys are errors with a did-you-mean. Checks that need other layers (estimator params) are passed in
+as ``extra_checks`` so this module imports only pydantic and yaml.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mlservice.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_TARGETS",
+    "TASK_METRICS",
+    "CVConfig",
+    "Config",
+    "DataConfig",
+    "LLMConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "PreprocessingConfig",
+    "RankingConfig",
+    "SearchParam",
+    "ServingConfig",
+    "SplitConfig",
+    "Target",
+    "TimeSeriesConfig",
+    "TrackingConfig",
+    "apply_overrides",
+    "config_hash",
+    "load_config",
+    "parse_config",
+    "parse_target",
+]
+
+Task = Literal["classification", "regression", "time_series", "ranking"]
+ColumnType = Literal["numeric", "categorical", "boolean", "datetime", "text"]
+
+#: Metrics each task computes on the test set (and so may appear in ``targets``).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"),
+    "regression": ("mse", "rmse", "mae", "r2", "mape"),
+    "time_series": ("mape", "directional_accuracy", "rmse", "mae"),
+    "ranking": ("ndcg_at_k", "map_at_k"),
+}
+
+#: SPEC §3: targets used when the config has none.
+DEFAULT_TARGETS: dict[str, dict[str, str]] = {
+    "classification": {"accuracy": ">= 0.85", "f1": ">= 0.80", "roc_auc": ">= 0.85"},
+    "regression": {"r2": ">= 0.75", "mape": "< 10%"},
+    "time_series": {"mape": "< 10%", "directional_accuracy": ">= 60%"},
+    "ranking": {"ndcg_at_k": ">= 0.7", "map_at_k": ">= 0.5"},
+}
+
+DEFAULT_MODEL: dict[str, str] = {
+    "classification": "hist_gradient_boosting",
+    "regression": "hist_gradient_boosting",
+    "time_series": "hist_gradient_boosting",
+    "ranking": "lightgbm",
+}
+
+DEFAULT_SPLIT: dict[str, str] = {
+    "classification": "stratified",
+    "regression": "random",
+    "time_series": "time",
+    "ranking": "group",
+}
+
+_TARGET_RE = re.compile(r"^\s*(>=|<=|>|<)\s*([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Target(_Strict):
+    """One parsed target, e.g. ``">= 0.85"`` or ``"< 10%"`` (stored as 0.10)."""
+
+    metric: str
+    op: Literal[">=", "<=", ">", "<"]
+    value: float
+    text: str
+
+    def is_met(self, observed: float | None) -> bool:
+        """Whether ``observed`` satisfies the target (a missing or NaN value never does)."""
+        if observed is None or observed != observed:  # NaN
+            return False
+        return {
+            ">=": observed >= self.value,
+            "<=": observed <= self.value,
+            ">": observed > self.value,
+            "<": observed < self.value,
+        }[self.op]
+
+
+def parse_target(metric: str, text: str | float) -> Target:
+    """Parse ``">= 0.85"`` / ``"< 10%"``; a bare number means ``>=``."""
+    raw = f">= {text}" if isinstance(text, int | float) else str(text)
+    match = _TARGET_RE.match(raw)
+    if not match:
+        raise ValueError(
+            f"target {text!r} is not a comparison; write it like '>= 0.85', '< 0.3' or '< 10%'"
+        )
+    op, number, percent = match.groups()
+    value = float(number) / (100.0 if percent else 1.0)
+    return Target(metric=metric, op=op, value=value, text=raw.strip())
+
+
+class DataConfig(_Strict):
+    source: str = Field(description=".csv | .parquet | builtin:<sklearn dataset name>")
+    target: str
+    features: list[str] | None = None
+    drop: list[str] = Field(default_factory=list)
+    time_column: str | None = None
+    group_column: str | None = None
+    column_types: dict[str, ColumnType] = Field(
+        default_factory=dict, description="override the inferred type of a column"
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_kind(cls, value: str) -> str:
+        if value.startswith("builtin:"):
+            if not value.removeprefix("builtin:"):
+                raise ValueError("builtin: needs a dataset name, e.g. 'builtin:breast_cancer'")
+            return value
+        if Path(value).suffix.lower() not in {".csv", ".parquet", ".pq"}:
+            raise ValueError(
+                f"unsupported data file {value!r}; use a .csv or .parquet file or builtin:<name>"
+            )
+        return value
+
+
+class SplitConfig(_Strict):
+    strategy: Literal["random", "stratified", "time", "group"] | None = None
+    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = 42
+
+
+class NumericPreprocessing(_Strict):
+    impute: Literal["mean", "median", "most_frequent", "constant", "none"] = "median"
+    scale: Literal["standard", "minmax", "robust", "none"] = "standard"
+
+
+class CategoricalPreprocessing(_Strict):
+    impute: Literal["most_frequent", "constant", "none"] = "most_frequent"
+    encode: Literal["onehot", "ordinal"] = "onehot"
+
+
+class TextPreprocessing(_Strict):
+    embed: Literal["tfidf", "minilm"] = "tfidf"
+    max_features: int = Field(2000, gt=0)
+
+
+class PreprocessingConfig(_Strict):
+    numeric: NumericPreprocessing = Field(default_factory=lambda: NumericPreprocessing())
+    categorical: CategoricalPreprocessing = Field(
+        default_factory=lambda: CategoricalPreprocessing()
+    )
+    text: TextPreprocessing = Field(default_factory=lambda: TextPreprocessing())
+
+
+class ModelConfig(_Strict):
+    type: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchParam(_Strict):
+    """One search dimension: exactly one of ``int``, ``float`` or ``categorical``."""
+
+    int_: Annotated[list[int] | None, Field(alias="int")] = None
+    float_: Annotated[list[float] | None, Field(alias="float")] = None
+    categorical: list[Any] | None = None
+    log: bool = False
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchParam:
+        kinds = [k for k in ("int_", "float_", "categorical") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "give exactly one of int: [lo, hi], float: [lo, hi], categorical: [..]"
+            )
+        bounds = self.int_ if self.int_ is not None else self.float_
+        if bounds is not None:
+            if len(bounds) != 2 or bounds[0] >= bounds[1]:
+                raise ValueError(f"bounds must be [low, high] with low < high, got {bounds!r}")
+            if self.log and bounds[0] <= 0:
+                raise ValueError(f"log scale needs low > 0, got {bounds[0]!r}")
+        if self.categorical is not None and not self.categorical:
+            raise ValueError("categorical needs at least one choice")
+        return self
+
+
+class CVConfig(_Strict):
+    folds: int = Field(5, ge=2, le=50)
+    enabled: bool = True
+
+
+class TimeSeriesConfig(_Strict):
+    lags: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 2, 3, 7])
+    rolling: list[Annotated[int, Field(gt=1)]] = Field(default_factory=list)
+    calendar: bool = True
+    horizon: int = Field(1, gt=0)
+
+
+class RankingConfig(_Strict):
+    k: int = Field(10, gt=0)
+
+
+class TrackingConfig(_Strict):
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow/mlflow.db"
+    experiment: str | None = None
+    timeout_s: float = Field(10.0, gt=0, description="per HTTP request to a tracking server")
+    register_model: bool = True
+
+
+class OutputConfig(_Strict):
+    dir: Path = Path("data/models")
+
+
+class ServingConfig(_Strict):
+    cors_origins: list[str] = Field(default_factory=list)
+    api_keys_env: str = "MLSERVICE_API_KEYS"
+    max_batch_size: int = Field(10_000, gt=0)
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    runtime: Literal["auto", "onnx", "sklearn"] = "auto"
+    timeout_s: float = Field(30.0, gt=0)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, value: list[str]) -> list[str]:
+        if "*" in value:
+            raise ValueError("'*' opens the API to every site; list the origins you serve")
+        return value
+
+
+class LLMConfig(_Strict):
+    provider: Literal["openai", "none"] = "openai"
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+
+
+class Config(_Strict):
+    """The whole config file; see SPEC §3."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    version: str = Field("1.0.0", pattern=r"^\d+\.\d+\.\d+([.-][0-9A-Za-z.-]+)?$")
+    task: Task
+    data: DataConfig
+    split: SplitConfig = Field(default_factory=lambda: SplitConfig())
+    preprocessing: PreprocessingConfig = Field(default_factory=lambda: PreprocessingConfig())
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig())
+    search: dict[str, SearchParam] = Field(default_factory=dict)
+    cv: CVConfig = Field(default_factory=lambda: CVConfig())
+    targets: dict[str, str | float] | None = None
+    time_series: TimeSeriesConfig = Field(default_factory=lambda: TimeSeriesConfig())
+    ranking: RankingConfig = Field(default_factory=lambda: RankingConfig())
+    tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig())
+    output: OutputConfig = Field(default_factory=lambda: OutputConfig())
+    serving: ServingConfig = Field(default_factory=lambda: ServingConfig())
+    llm: LLMConfig = Field(default_factory=lambda: LLMConfig())
+
+    @model_validator(mode="after")
+    def _fill_task_defaults(self) -> Config:
+        if self.model.type is None:
+            self.model.type = DEFAULT_MODEL[self.task]
+        if self.split.strategy is None:
+            self.split.strategy = DEFAULT_SPLIT[self.task]  # type: ignore[assignment]
+        return self
+
+    @property
+    def model_type(self) -> str:
+        assert self.model.type is not None  # filled by the validator
+        return self.model.type
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def parsed_targets(self) -> list[Target]:
+        """Targets of the config, or the task defaults when it has none (SPEC §3)."""
+        raw = self.targets if self.targets is not None else DEFAULT_TARGETS[self.task]
+        return [parse_target(metric, text) for metric, text in raw.items()]
+
+
+def _target_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    task = raw.get("task")
+    targets = raw.get("targets")
+    if not isinstance(targets, dict) or task not in TASK_METRICS:
+        return []
+    known = TASK_METRICS[task]
+    problems: list[tuple[str, str]] = []
+    for metric, text in targets.items():
+        path = f"targets.{metric}"
+        if metric not in known:
+            hint = _did_you_mean(str(metric), known)
+            problems.append((path, f"unknown metric for task {task!r}{hint}; known: {list(known)}"))
+            continue
+        try:
+            parse_target(metric, text)
+        except ValueError as exc:
+            problems.append((path, str(exc)))
+    return problems
+
+
+def _task_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    task = raw.get("task")
+    problems = []
+    if task == "time_series" and not data.get("time_column"):
+        problems.append(("data.time_column", "required for task time_series; name the date column"))
+    if task == "ranking" and not data.get("group_column"):
+        problems.append(
+            ("data.group_column", "required for task ranking; name the query id column")
+        )
+    split = raw.get("split") if isinstance(raw.get("split"), dict) else {}
+    assert isinstance(split, dict)
+    if split.get("strategy") == "group" and not data.get("group_column"):
+        problems.append(("split.strategy", "'group' needs data.group_column"))
+    if split.get("strategy") == "time" and not data.get("time_column"):
+        problems.append(("split.strategy", "'time' needs data.time_column"))
+    if split.get("strategy") == "stratified" and task not in (None, "classification"):
+        problems.append(("split.strategy", f"'stratified' only fits classification, not {task!r}"))
+    return problems
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """Field names (and aliases) allowed at the parent of ``loc`` in the Config tree."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        annotation = field.annotation
+        model = annotation if isinstance(annotation, type) else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _format_pydantic(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            allowed = _fields_at(loc)
+            hint = _did_you_mean(str(loc[-1]), allowed)
+            msg = f"unknown key{hint}; allowed here: {', '.join(allowed)}"
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind == "literal_error":
+            got = err.get("input")
+            expected = err.get("ctx", {}).get("expected", "")
+            hint = _did_you_mean(str(got), re.findall(r"'([^']+)'", expected))
+            msg = f"must be one of {expected}, got {got!r}{hint}"
+        else:
+            msg = f"{err['msg'].removeprefix('Value error, ')}, got {err.get('input')!r}"
+        problems.append((path, msg))
+    return problems
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found; create one with `mlservice init`")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}"
+        )
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``--set a.b.c=value`` overrides (value parsed as YAML) to a raw config dict."""
+    result = json.loads(json.dumps(raw, default=str))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} must look like key.path=value")
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = _parse_override_value(value)
+    return result
+
+
+def _parse_override_value(value: str) -> Any:
+    if not value.strip():
+        return None
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:  # e.g. ">= 0.9" is not YAML but is a fine target string
+        return value
+
+
+ExtraCheck = Callable[[dict[str, Any]], list[tuple[str, str]]]
+
+
+def parse_config(
+    raw: dict[str, Any], *, source: str = "config", extra_checks: Iterable[ExtraCheck] = ()
+) -> Config:
+    """Validate a raw mapping; raise ``ConfigError`` listing every problem."""
+    problems: list[tuple[str, str]] = []
+    config: Config | None = None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_format_pydantic(exc))
+    problems.extend(_target_problems(raw))
+    problems.extend(_task_problems(raw))
+    for check in extra_checks:
+        problems.extend(check(raw))
+    if problems or config is None:
+        unique = list(dict.fromkeys(problems))
+        raise ConfigError(f"invalid config {source!r}", unique)
+    return config
+
+
+def load_config(
+    path: str | Path,
+    overrides: Iterable[str] = (),
+    *,
+    extra_checks: Iterable[ExtraCheck] = (),
+) -> Config:
+    """Read, override and validate a YAML config file."""
+    path = Path(path)
+    raw = apply_overrides(_read_yaml(path), overrides)
+    return parse_config(raw, source=str(path), extra_checks=extra_checks)
+
+
+def config_hash(config: Config) -> str:
+    """sha256 of the validated config, stable across key order."""
+    payload = json.dumps(config.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()

@@ -1,0 +1,229 @@
+"""Metrics per task, cross-validation, and the quality gate."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+from sklearn.base import clone
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, TimeSeriesSplit
+
+from mlservice.config import Target
+
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "GateResult",
+    "compute_metrics",
+    "cross_validate",
+    "evaluate_gate",
+    "predict_outputs",
+]
+
+HIGHER_IS_BETTER = frozenset(
+    {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "r2",
+        "directional_accuracy",
+        "ndcg_at_k",
+        "map_at_k",
+    }
+)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def predict_outputs(pipeline: Any, X: Any, task: str) -> tuple[np.ndarray, np.ndarray | None]:  # noqa: N803
+    """Predictions and, for classifiers that have it, class probabilities."""
+    y_pred = np.asarray(pipeline.predict(X))
+    proba = None
+    if task == "classification" and hasattr(pipeline, "predict_proba"):
+        proba = np.asarray(pipeline.predict_proba(X))
+    return y_pred, proba
+
+
+def _classification(
+    y: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, n_classes: int
+) -> dict[str, float | None]:
+    out: dict[str, float | None] = {
+        "accuracy": skm.accuracy_score(y, y_pred),
+        "precision": skm.precision_score(y, y_pred, average="weighted", zero_division=0),
+        "recall": skm.recall_score(y, y_pred, average="weighted", zero_division=0),
+        "f1": skm.f1_score(y, y_pred, average="weighted", zero_division=0),
+        "roc_auc": None,
+        "log_loss": None,
+    }
+    if proba is not None:
+        labels = list(range(n_classes))
+        present = np.unique(y)
+        if len(present) > 1:
+            if n_classes == 2:
+                out["roc_auc"] = skm.roc_auc_score(y, proba[:, 1])
+            elif len(present) == n_classes:
+                out["roc_auc"] = skm.roc_auc_score(
+                    y, proba, multi_class="ovr", average="weighted", labels=labels
+                )
+        out["log_loss"] = skm.log_loss(y, np.clip(proba, 1e-15, 1.0), labels=labels)
+    return out
+
+
+def _regression(y: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
+    mse = skm.mean_squared_error(y, y_pred)
+    return {
+        "mse": mse,
+        "rmse": math.sqrt(mse),
+        "mae": skm.mean_absolute_error(y, y_pred),
+        "r2": skm.r2_score(y, y_pred) if len(y) > 1 else None,
+        "mape": skm.mean_absolute_percentage_error(y, y_pred),
+    }
+
+
+def compute_metrics(
+    task: str,
+    y_true: Any,
+    y_pred: Any,
+    proba: np.ndarray | None = None,
+    *,
+    n_classes: int = 0,
+) -> dict[str, float | None]:
+    """The SPEC §4 metrics of one task; values that cannot be computed are None."""
+    y = np.asarray(y_true)
+    pred = np.asarray(y_pred)
+    raw = (
+        _classification(y, pred, proba, n_classes)
+        if task == "classification"
+        else _regression(y.astype(float), pred.astype(float))
+    )
+    return {k: (None if v is None else _finite(float(v))) for k, v in raw.items()}
+
+
+def make_cv(task: str, folds: int, *, seed: int, strategy: str) -> Any:
+    if strategy == "time" or task == "time_series":
+        return TimeSeriesSplit(n_splits=folds)
+    if strategy == "group" or task == "ranking":
+        return GroupKFold(n_splits=folds)
+    if task == "classification":
+        return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return KFold(n_splits=folds, shuffle=True, random_state=seed)
+
+
+@dataclass
+class CVResult:
+    summary: dict[str, dict[str, float | None]]
+    folds: list[dict[str, float | None]]
+    oof_residuals: np.ndarray | None = field(default=None)
+
+
+def cross_validate(
+    pipeline: Any,
+    X: Any,  # noqa: N803
+    y: np.ndarray,
+    *,
+    task: str,
+    folds: int,
+    seed: int,
+    strategy: str,
+    n_classes: int = 0,
+    groups: Any = None,
+    on_fold: Callable[[int], None] | None = None,
+) -> CVResult:
+    """K-fold CV on the training part only: mean and std of every metric."""
+    splitter = make_cv(task, folds, seed=seed, strategy=strategy)
+    per_fold: list[dict[str, float | None]] = []
+    residuals = np.full(len(y), np.nan) if task != "classification" else None
+    for i, (tr, va) in enumerate(splitter.split(X, y, groups)):
+        model = clone(pipeline).fit(X.iloc[tr], y[tr])
+        y_pred, proba = predict_outputs(model, X.iloc[va], task)
+        per_fold.append(compute_metrics(task, y[va], y_pred, proba, n_classes=n_classes))
+        if residuals is not None:
+            residuals[va] = y[va] - y_pred
+        if on_fold is not None:
+            on_fold(i + 1)
+    summary: dict[str, dict[str, float | None]] = {}
+    for key in per_fold[0] if per_fold else []:
+        values = [float(v) for m in per_fold if (v := m[key]) is not None]
+        summary[key] = {
+            "mean": float(np.mean(values)) if values else None,
+            "std": float(np.std(values)) if values else None,
+        }
+    return CVResult(summary=summary, folds=per_fold, oof_residuals=residuals)
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    rows: list[dict[str, Any]]
+
+    @property
+    def failed(self) -> list[str]:
+        return [r["metric"] for r in self.rows if not r["met"]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "failed": self.failed}
+
+
+def evaluate_gate(targets: list[Target], test_metrics: dict[str, float | None]) -> GateResult:
+    """Compare test metrics with the targets fixed before training."""
+    rows = []
+    for target in targets:
+        observed = test_metrics.get(target.metric)
+        rows.append({**target.model_dump(), "observed": observed, "met": target.is_met(observed)})
+    return GateResult(passed=all(r["met"] for r in rows), rows=rows)
+
+
+def evaluate_bundle(bundle_path: Any, data_path: Any) -> dict[str, Any]:
+    """Metrics of a saved bundle on new labelled data, gated by the bundle's own targets."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from mlservice.bundle import load_bundle
+    from mlservice.config import parse_target
+    from mlservice.errors import DataError
+
+    bundle = load_bundle(bundle_path)
+    meta = bundle.metadata
+    path = Path(data_path)
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} not found")
+    try:
+        frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+    target = meta["target"]["name"]
+    features = meta["feature_names"]
+    missing = [c for c in [*features, target] if c not in frame.columns]
+    if missing:
+        raise DataError(f"{str(path)!r} lacks columns {missing} that the bundle needs")
+    frame = frame.loc[frame[target].notna()].reset_index(drop=True)
+    X = frame[features]  # noqa: N806
+    task = meta["task"]
+    classes = meta["target"].get("classes")
+    if task == "classification":
+        lookup = {str(c): i for i, c in enumerate(classes)}
+        unknown = sorted({str(v) for v in frame[target]} - set(lookup))
+        if unknown:
+            raise DataError(f"labels {unknown} were not seen in training (classes {classes})")
+        y = frame[target].astype(str).map(lookup).to_numpy()
+    else:
+        y = pd.to_numeric(frame[target], errors="coerce").to_numpy(dtype=float)
+    y_pred, proba = predict_outputs(bundle.pipeline, X, task)
+    test = compute_metrics(task, y, y_pred, proba, n_classes=len(classes or []))
+    targets = [parse_target(row["metric"], row["text"]) for row in meta.get("targets", [])]
+    gate = evaluate_gate(targets, test)
+    return {
+        "name": meta["name"],
+        "metrics": {"test": test},
+        "targets": gate.rows,
+        "gate": gate.to_dict(),
+        "n_rows": len(frame),
+    }
