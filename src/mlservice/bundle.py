@@ -216,7 +216,10 @@ def update_bundle_files(
     """Replace text files in an existing bundle (card, …) and re-record their hashes atomically."""
     metadata = load_metadata(bundle_path)
     for rel, content in files.items():
+        if rel == METADATA_FILE:
+            raise BundleError(f"{METADATA_FILE} is written by update_bundle_files itself")
         target = _safe_member(bundle_path, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         data = content.encode("utf-8") if isinstance(content, str) else content
         with tmp.open("wb") as handle:
@@ -280,7 +283,10 @@ def _verify_files(path: Path, metadata: dict[str, Any]) -> None:
 
 
 def _check_requirements(path: Path, metadata: dict[str, Any]) -> None:
-    for module in metadata.get("requirements", []):
+    requirements = metadata.get("requirements") or []
+    if not isinstance(requirements, list):
+        raise BundleError(f"bundle {str(path)!r}: 'requirements' in {METADATA_FILE} must be a list")
+    for module in requirements:
         if importlib.util.find_spec(str(module)) is None:
             extra = _EXTRA_FOR_MODULE.get(str(module), "all")
             raise MissingExtraError(
@@ -348,7 +354,7 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     real = resolve_bundle_path(path)
     metadata = load_metadata(real)
     version = metadata.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise BundleError(
             f"bundle {str(path)!r} has schema_version {version!r}, this mlservice reads "
             f"{SCHEMA_VERSION}. Re-train it with this version of mlservice."

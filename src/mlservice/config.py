@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import re
+import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -271,6 +272,7 @@ class Config(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     version: str = Field("1.0.0", pattern=r"^\d+\.\d+\.\d+([.-][0-9A-Za-z.-]+)?$")
     task: Task
+    description: str | None = Field(None, description="what the model is for (model card)")
     data: DataConfig
     split: SplitConfig = Field(default_factory=lambda: SplitConfig())
     preprocessing: PreprocessingConfig = Field(default_factory=lambda: PreprocessingConfig())
@@ -359,13 +361,20 @@ def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     """Field names (and aliases) allowed at the parent of ``loc`` in the Config tree."""
     model: Any = Config
     for part in loc[:-1]:
+        if isinstance(model, dict):  # a key of a dict[str, Model] field: step into the Model
+            model = model["value"]
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return []
         field = model.model_fields.get(str(part))
         if field is None:
             return []
         annotation = field.annotation
-        model = annotation if isinstance(annotation, type) else None
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) is dict and len(args) == 2 and isinstance(args[1], type):
+            model = {"value": args[1]}
+        else:
+            model = annotation if isinstance(annotation, type) else None
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return []
     return [f.alias or name for name, f in model.model_fields.items()]
@@ -389,7 +398,8 @@ def _format_pydantic(exc: ValidationError) -> list[tuple[str, str]]:
             hint = _did_you_mean(str(got), re.findall(r"'([^']+)'", expected))
             msg = f"must be one of {expected}, got {got!r}{hint}"
         else:
-            msg = f"{err['msg'].removeprefix('Value error, ')}, got {err.get('input')!r}"
+            text = err["msg"].removeprefix("Value error, ")
+            msg = text if ", got " in text else f"{text}, got {err.get('input')!r}"
         problems.append((path, msg))
     return problems
 

@@ -7,10 +7,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = ["DatetimeFeatures"]
 
 _PARTS = ("year", "month", "day", "dayofweek", "hour")
+# output name -> pandas accessor (``dayofweek`` is deprecated in pandas, the name is kept stable)
+_ACCESSORS = {"dayofweek": "day_of_week"}
 
 
 class DatetimeFeatures(TransformerMixin, BaseEstimator):
@@ -24,22 +27,26 @@ class DatetimeFeatures(TransformerMixin, BaseEstimator):
         self.parts = parts
 
     def fit(self, X: Any, y: Any = None) -> DatetimeFeatures:  # noqa: N803
-        frame = pd.DataFrame(X)
-        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
-        self.n_features_in_ = frame.shape[1]
+        validate_data(self, X, dtype=None, ensure_all_finite=False, reset=True)
         return self
 
     def transform(self, X: Any) -> np.ndarray:  # noqa: N803
-        frame = pd.DataFrame(X)
+        check_is_fitted(self, "n_features_in_")
+        values = validate_data(self, X, dtype=None, ensure_all_finite=False, reset=False)
+        frame = pd.DataFrame(values)
         columns = []
         for col in frame.columns:
             stamps = pd.to_datetime(frame[col], errors="coerce", format="mixed")
             for part in self.parts:
-                columns.append(getattr(stamps.dt, part).astype("float64").to_numpy())
+                accessor = _ACCESSORS.get(part, part)
+                columns.append(getattr(stamps.dt, accessor).astype("float64").to_numpy())
         if not columns:
             return np.empty((len(frame), 0))
         return np.column_stack(columns)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        names = self.feature_names_in_ if input_features is None else input_features
+        if input_features is None:
+            default = [f"x{i}" for i in range(self.n_features_in_)]
+            input_features = getattr(self, "feature_names_in_", default)
+        names = input_features
         return np.asarray([f"{c}_{p}" for c in names for p in self.parts], dtype=object)

@@ -1,0 +1,1 @@
+"""CLI command modules registered by ``mlservice.cli``; each imports heavy libraries lazily."""
