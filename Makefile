@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test lint typecheck pytest install-demo install-dev clean
+.PHONY: demo test lint typecheck pytest serve-smoke install-demo install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,19 @@ pytest: install-dev
 	$(BIN)/pytest --cov=mlservice --cov-report=term --cov-report=xml:reports/coverage.xml \
 		--cov-fail-under=85 --junitxml=reports/junit.xml
 
-test: lint typecheck pytest
+# The base install alone (no extras) must serve a bundle: a second venv with `pip install .`.
+BASE_VENV := .venv-base
+$(BASE_VENV)/.installed: pyproject.toml $(shell find src -name '*.py' 2>/dev/null)
+	rm -rf $(BASE_VENV)
+	$(PYTHON) -m venv $(BASE_VENV)
+	$(BASE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BASE_VENV)/bin/python -m pip install --quiet .
+	touch $@
+
+serve-smoke: install-dev $(BASE_VENV)/.installed
+	$(BIN)/python scripts/base_install_smoke.py --base-venv $(BASE_VENV)
+
+test: lint typecheck pytest serve-smoke
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache reports/coverage.xml reports/junit.xml
+	rm -rf $(VENV) $(BASE_VENV) .pytest_cache .mypy_cache .ruff_cache reports/coverage.xml reports/junit.xml

@@ -1,0 +1,98 @@
+"""FastAPI dependencies as ``Annotated`` aliases: the loaded model and the API-key check."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from mlservice.api.errors import ModelUnavailableError, UnauthorizedError
+from mlservice.api.metrics import ApiMetrics
+from mlservice.api.settings import ApiSettings
+from mlservice.inference import Predictor
+
+__all__ = [
+    "MetricsDep",
+    "ModelState",
+    "ModelStateDep",
+    "PredictorDep",
+    "SettingsDep",
+    "get_metrics",
+    "get_model_state",
+    "get_predictor",
+    "get_settings",
+    "require_api_key",
+]
+
+_api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="One of the keys in the API keys variable."
+)
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`.")
+
+
+@dataclass
+class ModelState:
+    """The model slot of one app: a predictor once loaded, else why not."""
+
+    path: Path
+    predictor: Predictor | None = None
+    error: str = "the model is still loading"
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+
+
+def get_model_state(request: Request) -> ModelState:
+    state: ModelState = request.app.state.model
+    return state
+
+
+def get_settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+def get_metrics(request: Request) -> ApiMetrics:
+    metrics: ApiMetrics = request.app.state.metrics
+    return metrics
+
+
+ModelStateDep = Annotated[ModelState, Depends(get_model_state)]
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+
+
+def get_predictor(state: ModelStateDep) -> Predictor:
+    """The loaded predictor, or 503 with the reason it is not there."""
+    if state.predictor is None:
+        raise ModelUnavailableError(
+            f"no model is loaded: {state.error}. GET /health/ready reports readiness."
+        )
+    return state.predictor
+
+
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+
+
+def require_api_key(
+    state: ModelStateDep,
+    api_key: Annotated[str | None, Security(_api_key_header)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> None:
+    """401 unless the request carries one of the configured keys (``X-API-Key`` or Bearer)."""
+    if not state.api_keys:
+        return
+    token = api_key if api_key else (bearer.credentials if bearer else None)
+    if not token:
+        raise UnauthorizedError(
+            "missing API key: send it in the X-API-Key header or as 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    given = token.encode("utf-8", "surrogateescape")
+    matched = False
+    for key in state.api_keys:  # no early exit: the time taken does not tell which key is close
+        matched |= hmac.compare_digest(given, key.encode("utf-8"))
+    if not matched:
+        raise UnauthorizedError("invalid API key", headers={"WWW-Authenticate": "Bearer"})

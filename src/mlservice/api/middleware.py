@@ -1,0 +1,229 @@
+"""ASGI middleware: request id + JSON access log + metrics timing, and the body guard.
+
+``RequestContextMiddleware`` is the outermost layer so every answer (even a 413 from the guard)
+carries ``X-Request-ID``, is timed and is logged as one JSON line. ``BodyGuardMiddleware`` refuses
+a body that is too large from its ``Content-Length`` before reading it (and by counting streamed
+bytes when there is none), a non-integer ``Content-Length`` (400) and a non-JSON content type on
+the JSON routes (415); uvicorn itself has no body limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlservice.api.errors import error_response
+from mlservice.api.metrics import ApiMetrics
+
+__all__ = [
+    "ACCESS_LOGGER",
+    "BodyGuardMiddleware",
+    "JsonFormatter",
+    "RequestContextMiddleware",
+    "configure_json_logging",
+]
+
+ACCESS_LOGGER = "mlservice.api.access"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_UNMATCHED = "<unmatched>"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            data.update(fields)
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to the *current* ``sys.stderr`` (test runners swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # logging must never break a request
+            self.handleError(record)
+
+
+def configure_json_logging(level: str = "info") -> None:
+    """Send ``mlservice.api`` logs to stderr as JSON lines (idempotent)."""
+    logger = logging.getLogger("mlservice.api")
+    logger.setLevel(level.upper() if isinstance(level, str) else level)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _state(scope: Scope) -> dict[str, Any]:
+    state: dict[str, Any] = scope.setdefault("state", {})
+    return state
+
+
+class RequestContextMiddleware:
+    """Request id (echoed or generated), JSON access log, request count and latency."""
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: ApiMetrics, static_prefix: str = "/static"
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.static_prefix = static_prefix
+        self.log = logging.getLogger(ACCESS_LOGGER)
+
+    def _route(self, scope: Scope) -> str:
+        """A low-cardinality route label: the path template, never raw unmatched paths."""
+        route = getattr(scope.get("route"), "path", None)
+        if route:
+            return str(route)
+        path = str(scope.get("path", ""))
+        if path.startswith(self.static_prefix + "/"):
+            return self.static_prefix
+        if "endpoint" in scope:  # a plain Starlette route (e.g. /openapi.json): path has no params
+            return path
+        return str(_state(scope).get("route_hint", _UNMATCHED))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        _state(scope)["request_id"] = request_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = self._route(scope)
+            method = scope.get("method", "")
+            self.metrics.observe_request(method=method, route=route, status=status, seconds=seconds)
+            self.log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": method,
+                        "path": scope.get("path"),
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "client": (scope.get("client") or ("", 0))[0],
+                    }
+                },
+            )
+
+
+class BodyGuardMiddleware:
+    """Body size limit (413), integer ``Content-Length`` (400), JSON content type (415)."""
+
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, json_paths: Collection[str], metrics: ApiMetrics
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.json_paths = frozenset(json_paths)
+        self.metrics = metrics
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, status: int, kind: str, detail: str
+    ) -> None:
+        self.metrics.count_error(kind)
+        response = error_response(status, detail, request_id=_state(scope).get("request_id"))
+        await response(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path in self.json_paths:
+            _state(scope)["route_hint"] = path
+        limit = self.max_body_bytes
+        too_large = (
+            f"request body exceeds the limit of {limit} bytes (max_body_bytes); "
+            "send fewer instances per request"
+        )
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            text = declared.strip()
+            if not (text.isascii() and text.isdigit()):
+                detail = f"Content-Length header must be a non-negative integer, got {declared!r}"
+                await self._refuse(scope, receive, send, 400, "bad_request", detail)
+                return
+            if int(text) > limit:
+                await self._refuse(scope, receive, send, 413, "too_large", too_large)
+                return
+        if path in self.json_paths:
+            content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+            if content_type != "application/json" and not content_type.endswith("+json"):
+                got = repr(content_type) if content_type else "no Content-Type"
+                detail = f"Content-Type must be application/json, got {got}"
+                await self._refuse(scope, receive, send, 415, "unsupported_media_type", detail)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self._refuse(scope, receive, send, 413, "too_large", too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

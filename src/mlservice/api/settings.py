@@ -1,0 +1,123 @@
+"""API settings: a plain Pydantic model, filled by ``settings_from_env`` (never at import).
+
+Precedence, lowest first: ``ServingConfig`` defaults, the bundle's ``serving`` metadata (what the
+config said at training time), then environment variables:
+
+=============================  ==========================================================
+``MLSERVICE_BUNDLE``           bundle directory (default ``data/models/model_latest``)
+``MLSERVICE_CORS_ORIGINS``     comma-separated origins allowed by CORS (never ``*``)
+``MLSERVICE_API_KEYS_ENV``     name of the variable holding the comma-separated API keys
+``MLSERVICE_MAX_BATCH_SIZE``   most instances in one batch request
+``MLSERVICE_MAX_BODY_BYTES``   largest request body
+``MLSERVICE_REQUEST_TIMEOUT``  seconds a prediction may take before the API answers 504
+``MLSERVICE_LOG_LEVEL``        level of the JSON request logs
+=============================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mlservice.bundle import load_metadata
+from mlservice.config import ServingConfig
+from mlservice.errors import BundleError, ConfigError
+
+__all__ = ["DEFAULT_BUNDLE", "ENV_PREFIX", "ApiSettings", "settings_from_env"]
+
+DEFAULT_BUNDLE = Path("data/models/model_latest")
+ENV_PREFIX = "MLSERVICE_"
+
+_ENV_FIELDS = {
+    "MLSERVICE_CORS_ORIGINS": "cors_origins",
+    "MLSERVICE_API_KEYS_ENV": "api_keys_env",
+    "MLSERVICE_MAX_BATCH_SIZE": "max_batch_size",
+    "MLSERVICE_MAX_BODY_BYTES": "max_body_bytes",
+    "MLSERVICE_REQUEST_TIMEOUT": "request_timeout_s",
+    "MLSERVICE_LOG_LEVEL": "log_level",
+}
+
+
+class ApiSettings(BaseModel):
+    """Everything ``create_app`` needs besides the bundle itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bundle_path: Path = DEFAULT_BUNDLE
+    cors_origins: list[str] = Field(default_factory=list)
+    api_keys_env: str = Field("MLSERVICE_API_KEYS", min_length=1)
+    max_batch_size: int = Field(10_000, gt=0)
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0)
+    log_level: str = "info"
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, value: list[str]) -> list[str]:
+        if "*" in value:
+            raise ValueError("'*' opens the API to every site; list the origins you serve")
+        return value
+
+    def api_keys(self, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+        """The configured API keys (empty: authentication is off)."""
+        raw = (os.environ if environ is None else environ).get(self.api_keys_env, "")
+        return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+
+def _serving_defaults(bundle_path: Path) -> dict[str, Any]:
+    try:
+        serving = load_metadata(bundle_path).get("serving")
+    except (BundleError, OSError):
+        return {}
+    if not isinstance(serving, Mapping):
+        return {}
+    known = set(ServingConfig.model_fields)
+    try:
+        config = ServingConfig.model_validate({k: v for k, v in serving.items() if k in known})
+    except ValidationError:
+        return {}
+    return {
+        "cors_origins": config.cors_origins,
+        "api_keys_env": config.api_keys_env,
+        "max_batch_size": config.max_batch_size,
+        "max_body_bytes": config.max_body_bytes,
+        "request_timeout_s": config.timeout_s,
+    }
+
+
+def settings_from_env(
+    bundle_path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> ApiSettings:
+    """Settings from the bundle's ``serving`` metadata, overridden by ``MLSERVICE_*`` variables.
+
+    Raises ``ConfigError`` naming the variable when one holds an invalid value.
+    """
+    env = os.environ if environ is None else environ
+    path = (
+        Path(bundle_path)
+        if bundle_path is not None
+        else Path(env.get("MLSERVICE_BUNDLE") or DEFAULT_BUNDLE)
+    )
+    values: dict[str, Any] = {**_serving_defaults(path), "bundle_path": path}
+    for var, field in _ENV_FIELDS.items():
+        raw = env.get(var)
+        if raw is None or (raw.strip() == "" and field != "cors_origins"):
+            continue
+        if field == "cors_origins":
+            values[field] = [o.strip() for o in raw.split(",") if o.strip()]
+        else:
+            values[field] = raw.strip()
+    try:
+        return ApiSettings.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        env_for = {field: var for var, field in _ENV_FIELDS.items()}
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            source = env_for.get(field, field)
+            problems.append((source, f"{err['msg']}, got {err.get('input')!r}"))
+        raise ConfigError("invalid API settings", problems) from exc

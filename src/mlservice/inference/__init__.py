@@ -1,0 +1,5 @@
+"""Serving-side inference: load a verified bundle once, validate rows, predict vectorized."""
+
+from mlservice.inference.predictor import MAX_ABS_NUMERIC, FeatureInfo, Predictor, Row
+
+__all__ = ["MAX_ABS_NUMERIC", "FeatureInfo", "Predictor", "Row"]
