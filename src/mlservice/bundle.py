@@ -62,6 +62,7 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
         "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
         "sklearn._loss.link.Interval",
         "mlservice.pipelines.features.DatetimeFeatures",
+        "mlservice.llm.embeddings.TextEmbedder",
         "lightgbm.basic.Booster",
         "lightgbm.sklearn.LGBMClassifier",
         "lightgbm.sklearn.LGBMRegressor",

@@ -282,6 +282,16 @@ def demo(
         serve(result.bundle_path, host="127.0.0.1", port=port, workers=1, log_level="info")
 
 
+def _register_commands() -> None:
+    """Commands that live in ``mlservice.commands`` (each imports its heavy libraries lazily)."""
+    from mlservice.commands.analyze import analyze
+
+    app.command(name="analyze")(_handle_errors(analyze))
+
+
+_register_commands()
+
+
 def main() -> None:
     """Entry point of the ``mlservice`` script."""
     try:
