@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test lint typecheck pytest serve-smoke install-demo install-dev clean
+.PHONY: demo test lint typecheck pytest serve-smoke system-deps install-demo install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,9 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
+# One OpenMP/BLAS thread per process: the machine has 2 cores and the suite runs servers too.
 pytest: install-dev
-	$(BIN)/pytest --cov=mlservice --cov-report=term --cov-report=xml:reports/coverage.xml \
+	OMP_NUM_THREADS=1 $(BIN)/pytest --cov=mlservice --cov-report=term --cov-report=xml:reports/coverage.xml \
 		--cov-fail-under=85 --junitxml=reports/junit.xml
 
 # The base install alone (no extras) must serve a bundle: a second venv with `pip install .`.
@@ -47,7 +48,15 @@ $(BASE_VENV)/.installed: pyproject.toml $(shell find src -name '*.py' 2>/dev/nul
 serve-smoke: install-dev $(BASE_VENV)/.installed
 	$(BIN)/python scripts/base_install_smoke.py --base-venv $(BASE_VENV)
 
-test: lint typecheck pytest serve-smoke
+# Debian tools the tests drive for real: a compose client (parses compose files; no engine) and
+# Chromium (headless browser tests). Installed only when missing.
+system-deps:
+	@if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1 \
+	    || ! command -v chromium >/dev/null 2>&1; then \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-compose chromium \
+	    >/dev/null; fi
+
+test: system-deps lint typecheck pytest serve-smoke
 
 clean:
 	rm -rf $(VENV) $(BASE_VENV) .pytest_cache .mypy_cache .ruff_cache reports/coverage.xml reports/junit.xml

@@ -167,7 +167,6 @@ def test_importing_reports_does_not_import_matplotlib_or_jinja2() -> None:
 
 
 def test_binary_classification_plots(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     paths = render_plots(
         task="classification", importance=_importance(), out_dir=tmp_path, **_classification(2)
     )
@@ -183,7 +182,6 @@ def test_binary_classification_plots(tmp_path: Path) -> None:
 
 
 def test_multiclass_plots_skip_calibration(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     paths = render_plots(
         task="classification", importance=None, out_dir=tmp_path, **_classification(4)
     )
@@ -198,7 +196,6 @@ def test_multiclass_plots_skip_calibration(tmp_path: Path) -> None:
 
 
 def test_classification_without_proba_only_confusion_matrix(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     data = _classification(3)
     data["proba"] = None
     paths = render_plots(task="classification", importance=None, out_dir=tmp_path, **data)
@@ -208,7 +205,6 @@ def test_classification_without_proba_only_confusion_matrix(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("task", ["regression", "time_series"])
 def test_regression_plots(tmp_path: Path, task: str) -> None:
-    pytest.importorskip("matplotlib")
     rng = np.random.default_rng(3)
     y_true = rng.normal(100.0, 20.0, size=12_000)  # more than the 5,000 sampled points
     y_pred = y_true + rng.normal(0.0, 5.0, size=y_true.size)
@@ -231,7 +227,6 @@ def test_regression_plots(tmp_path: Path, task: str) -> None:
 
 
 def test_single_class_roc_is_skipped_without_error(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     n = 50
     y_true = np.zeros(n, dtype=int)
     proba = np.column_stack([np.linspace(0.2, 0.9, n), np.linspace(0.8, 0.1, n)])
@@ -252,7 +247,6 @@ def test_single_class_roc_is_skipped_without_error(tmp_path: Path) -> None:
 
 
 def test_multiclass_roc_with_absent_class_still_drawn(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     data = _classification(3)
     data["y_true"] = np.where(data["y_true"] == 2, 0, data["y_true"])  # class 2 never occurs
     paths = render_plots(task="classification", importance=None, out_dir=tmp_path, **data)
@@ -280,7 +274,6 @@ def _positions(text: str, needles: list[str]) -> list[int]:
 
 
 def test_card_has_spanish_headings_in_order() -> None:
-    pytest.importorskip("jinja2")
     card = render_model_card(_metadata())
     positions = _positions(card, SPANISH_HEADINGS)
     assert positions == sorted(positions)
@@ -288,7 +281,6 @@ def test_card_has_spanish_headings_in_order() -> None:
 
 
 def test_card_has_english_headings_with_lang_en() -> None:
-    pytest.importorskip("jinja2")
     card = render_model_card(_metadata(), lang="en")
     positions = _positions(card, ENGLISH_HEADINGS)
     assert positions == sorted(positions)
@@ -302,7 +294,6 @@ def test_unknown_language_is_rejected() -> None:
 
 
 def test_metrics_table_rows_and_marks() -> None:
-    pytest.importorskip("jinja2")
     meta = _metadata()
     meta["targets"].append(
         {
@@ -326,7 +317,6 @@ def test_metrics_table_rows_and_marks() -> None:
 
 
 def test_metric_without_target_and_percent_metrics() -> None:
-    pytest.importorskip("jinja2")
     meta = _metadata()
     meta["task"] = "time_series"
     meta["metrics"] = {"train": {"mape": 0.05}, "test": {"mape": 0.0523, "rmse": 3.0}, "cv": {}}
@@ -339,20 +329,17 @@ def test_metric_without_target_and_percent_metrics() -> None:
 
 
 def test_gate_passed_line() -> None:
-    pytest.importorskip("jinja2")
     card = render_model_card(_metadata(), lang="en")
     assert "**Quality gate:** ✅ passed" in card
 
 
 def test_plots_are_embedded() -> None:
-    pytest.importorskip("jinja2")
     card = render_model_card(_metadata())
     assert "![Matriz de confusión](plots/confusion_matrix.png)" in card
     assert "![Curva ROC](plots/roc_curve.png)" in card
 
 
 def test_overfitting_warning_when_gap_is_large() -> None:
-    pytest.importorskip("jinja2")
     meta = _metadata()
     meta["metrics"]["train"]["accuracy"] = 1.0
     meta["metrics"]["test"]["accuracy"] = 0.80
@@ -364,7 +351,6 @@ def test_overfitting_warning_when_gap_is_large() -> None:
 
 
 def test_no_overfitting_warning_when_gap_is_small() -> None:
-    pytest.importorskip("jinja2")
     card = render_model_card(_metadata())
     assert "sobreajuste" not in card
     assert "No se detectó ninguna limitación" in card
@@ -372,7 +358,6 @@ def test_no_overfitting_warning_when_gap_is_small() -> None:
 
 
 def test_error_metric_gap_uses_ratio() -> None:
-    pytest.importorskip("jinja2")
     meta = _metadata()
     meta["task"] = "regression"
     meta["targets"] = []
@@ -387,7 +372,6 @@ def test_error_metric_gap_uses_ratio() -> None:
 
 
 def test_limitations_from_facts() -> None:
-    pytest.importorskip("jinja2")
     meta = _metadata()
     meta["data"]["class_balance"] = {"a": 0.9, "b": 0.08, "c": 0.02}
     meta["split"]["n_test"] = 40
@@ -402,18 +386,17 @@ def test_limitations_from_facts() -> None:
 
 
 def test_usage_has_serve_curl_and_python() -> None:
-    pytest.importorskip("jinja2")
     card = render_model_card(_metadata())
     assert "mlservice serve <bundle>" in card
     assert "http://localhost:8000/api/v1/predict" in card
     body = re.search(r"-d '(.*)'", card)
     assert body is not None
     assert json.loads(body.group(1)) == {"features": {"bill_length_mm": 44.5, "island": "Biscoe"}}
-    assert "from mlservice.bundle import load_bundle" in card
+    assert "from mlservice.inference import Predictor" in card
+    assert "predictor.predict_records(" in card
 
 
 def test_changelog_lists_history_newest_first() -> None:
-    pytest.importorskip("jinja2")
     current = _metadata()
     current.update(version="1.2.0", bundle_id="model_v1.2.0_2026-11-26")
     older = []
@@ -442,7 +425,6 @@ def test_changelog_lists_history_newest_first() -> None:
 
 
 def test_minimal_metadata_renders() -> None:
-    pytest.importorskip("jinja2")
     card = render_model_card({"name": "bare"})
     assert card.startswith("# Model Card: bare\n")
     assert "## Changelog" in card
@@ -450,7 +432,6 @@ def test_minimal_metadata_renders() -> None:
 
 
 def test_write_model_card_is_atomic_and_matches_render(tmp_path: Path) -> None:
-    pytest.importorskip("jinja2")
     meta = _metadata()
     (tmp_path / "MODEL_CARD.md").write_text("stale", encoding="utf-8")
     path = write_model_card(tmp_path, meta, lang="en")

@@ -285,7 +285,11 @@ def demo(
 def _register_commands() -> None:
     """Commands that live in ``mlservice.commands`` (each imports its heavy libraries lazily)."""
     from mlservice.commands.analyze import analyze
+    from mlservice.commands.eda import eda
+    from mlservice.commands.init import init
 
+    app.command(name="init")(_handle_errors(init))
+    app.command(name="eda")(_handle_errors(eda))
     app.command(name="analyze")(_handle_errors(analyze))
 
 
