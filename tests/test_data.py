@@ -396,10 +396,6 @@ def test_time_split_with_numeric_time_and_ties_is_stable() -> None:
     assert time.iloc[train].max() <= time.iloc[test].min()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG data/split.py: time split argsorts raw strings, so non-ISO dates sort wrongly",
-)
 def test_time_split_parses_non_iso_date_strings() -> None:
     dates = pd.date_range("2024-01-01", periods=10, freq="60D")
     time = pd.Series(dates.strftime("%m/%d/%Y"))  # 01/01/2024 ... 04/25/2025, 06/24/2025

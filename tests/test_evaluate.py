@@ -112,12 +112,6 @@ def test_log_loss_clips_zero_probabilities() -> None:
     assert got["log_loss"] == pytest.approx(-math.log(1e-15) / 2, rel=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG training/evaluate.py: n_classes defaults to 0, so passing proba without it "
-    "calls log_loss(labels=[]) and raises",
-)
 def test_n_classes_defaults_to_the_probability_columns() -> None:
     got = compute_metrics("classification", Y_BIN, PRED_BIN, PROBA_BIN)
     assert got["roc_auc"] == pytest.approx(1.0)
@@ -154,21 +148,11 @@ def test_non_finite_metrics_become_none() -> None:
     assert got["rmse"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG training/evaluate.py compute_metrics: time_series gets only the regression "
-    "metrics (no directional_accuracy), so its SPEC default target can never be met",
-)
 def test_time_series_metrics_include_directional_accuracy() -> None:
     got = compute_metrics("time_series", [1.0, 2.0, 1.5, 3.0], [1.1, 2.2, 1.0, 2.5])
     assert set(TASK_METRICS["time_series"]) <= set(got)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG training/evaluate.py compute_metrics: ranking gets regression metrics, "
-    "no ndcg_at_k / map_at_k",
-)
 def test_ranking_metrics_include_ndcg() -> None:
     got = compute_metrics("ranking", [3, 2, 1, 0], [0.9, 0.5, 0.4, 0.1])
     assert set(TASK_METRICS["ranking"]) <= set(got)

@@ -63,6 +63,7 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
         "sklearn._loss.link.Interval",
         "mlservice.pipelines.features.DatetimeFeatures",
         "mlservice.llm.embeddings.TextEmbedder",
+        "mlservice.pipelines.timeseries.DeltaRegressor",
         "lightgbm.basic.Booster",
         "lightgbm.sklearn.LGBMClassifier",
         "lightgbm.sklearn.LGBMRegressor",

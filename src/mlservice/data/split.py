@@ -44,8 +44,7 @@ def split_indices(
     elif strategy == "time":
         if time is None:
             raise DataError("time split needs data.time_column")
-        order = np.argsort(time.to_numpy(), kind="stable")
-        train, test = order[: n_rows - n_test], order[n_rows - n_test :]
+        train, test = _time_split(_sortable_times(time), n_rows, n_test)
     elif strategy == "group":
         if groups is None:
             raise DataError("group split needs data.group_column")
@@ -54,3 +53,31 @@ def split_indices(
     else:
         raise DataError(f"unknown split strategy {strategy!r}")
     return np.sort(np.asarray(train)), np.sort(np.asarray(test))
+
+
+def _sortable_times(time: pd.Series) -> np.ndarray:
+    """Numbers and datetimes as they are; strings parsed as dates ('01/31/2024' sorts by date)."""
+    if isinstance(time.dtype, pd.DatetimeTZDtype):
+        return time.dt.tz_convert(None).to_numpy()
+    if pd.api.types.is_numeric_dtype(time) or pd.api.types.is_datetime64_any_dtype(time):
+        return time.to_numpy()
+    parsed = pd.to_datetime(time, errors="coerce", format="mixed", utc=True)
+    bad = time.notna() & parsed.isna()
+    if bad.any():
+        raise DataError(
+            f"time split: {time[bad].iloc[0]!r} in column {time.name!r} is not a date/time"
+        )
+    return parsed.to_numpy()
+
+
+def _time_split(stamps: np.ndarray, n_rows: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
+    """The latest ``n_test`` rows are the test part; rows sharing the boundary time go with it.
+
+    Several series (or events) at one timestamp are never split across train and test.
+    """
+    order = np.argsort(stamps, kind="stable")
+    cutoff = stamps[order[n_rows - n_test]]
+    first_test = int(np.searchsorted(stamps[order], cutoff, side="left"))
+    if first_test < 2:  # ties reach back to the start: fall back to a plain positional cut
+        first_test = n_rows - n_test
+    return order[:first_test], order[first_test:]

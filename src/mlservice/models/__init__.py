@@ -1,6 +1,6 @@
 """Estimator registry. Importing registers every family; estimator libraries load lazily."""
 
-from mlservice.models import boosting, sklearn_models  # noqa: F401  (registration side effect)
+from mlservice.models import boosting, ranking, sklearn_models  # noqa: F401  (registration side effect)
 from mlservice.models.base import REGISTRY, ModelSpec, build_estimator, check_params, get_spec
 
 __all__ = ["REGISTRY", "ModelSpec", "build_estimator", "check_params", "config_checks", "get_spec"]

@@ -1,8 +1,9 @@
-"""Pointwise ranking baselines: scikit-learn regressors fitted on the relevance grade.
+"""The pointwise ranking baseline: ``hist_gradient_boosting`` regresses the relevance grade.
 
 ``lightgbm`` (``LGBMRanker``, lambdarank) and ``xgboost`` (``XGBRanker``) learn from whole queries;
-these families score each candidate alone, a baseline the listwise rankers should beat. Importing
-this module adds ``ranking`` to their registry entries (idempotent).
+the pointwise baseline scores each candidate alone, a baseline the listwise rankers should beat.
+Importing this module adds ``ranking`` to the ``hist_gradient_boosting`` registry entry
+(idempotent); ``mlservice.models`` should import it so the registry never depends on import order.
 """
 
 from __future__ import annotations
@@ -10,15 +11,11 @@ from __future__ import annotations
 import dataclasses
 
 from mlservice.models.base import REGISTRY, ModelSpec, register
-from mlservice.models.sklearn_models import HIST_GRADIENT_BOOSTING, RANDOM_FOREST, RIDGE
+from mlservice.models.sklearn_models import HIST_GRADIENT_BOOSTING
 
 __all__ = ["POINTWISE_RANKERS"]
 
-_POINTWISE = {
-    HIST_GRADIENT_BOOSTING.name: "sklearn.ensemble.HistGradientBoostingRegressor",
-    RANDOM_FOREST.name: "sklearn.ensemble.RandomForestRegressor",
-    RIDGE.name: "sklearn.linear_model.Ridge",
-}
+_POINTWISE = {HIST_GRADIENT_BOOSTING.name: "sklearn.ensemble.HistGradientBoostingRegressor"}
 
 
 def _with_ranking(name: str, class_path: str) -> ModelSpec:

@@ -15,7 +15,10 @@ from typing import Any
 
 __all__ = ["HIGHER_IS_BETTER", "render_model_card", "write_model_card"]
 
-_PERCENT_METRICS = frozenset({"mape", "directional_accuracy"})
+_PERCENT_METRICS = frozenset(
+    {"mape", "directional_accuracy", "naive_mape", "naive_directional_accuracy"}
+)
+_NAIVE_PREFIX = "naive_"
 _DASH = "—"
 _MAX_CATEGORIES = 8
 _GAP_HIGHER = 0.05
@@ -122,6 +125,23 @@ _LABELS: dict[str, tuple[str, str]] = {
     "feature_importance": ("Importancia de variables", "Feature importance"),
     "residuals": ("Residuos", "Residuals"),
     "predicted_vs_actual": ("Predicho vs real", "Predicted vs actual"),
+    # time series: the naive last-value baseline
+    "naive": ("Comparación con el pronóstico ingenuo", "Comparison with the naive forecast"),
+    "naive_intro": (
+        "Pronóstico ingenuo: el último valor conocido, y[t − {h}], sobre las mismas filas de "
+        "test. No predice cambios, así que su acierto direccional es 0 salvo en tramos planos.",
+        "Naive forecast: the last known value, y[t − {h}], on the same test rows. It predicts "
+        "no change, so its directional accuracy is 0 except on flat stretches.",
+    ),
+    "model_test": ("Modelo (test)", "Model (test)"),
+    "naive_test": ("Ingenuo (test)", "Naive (test)"),
+    "better": ("Mejor", "Better"), "model_word": ("modelo", "model"),
+    "naive_word": ("ingenuo", "naive"),
+    "naive_beats": ("✅ El modelo supera al pronóstico ingenuo en {items}.",
+                    "✅ The model beats the naive forecast on {items}."),
+    "naive_loses": ("❌ El modelo no supera al pronóstico ingenuo: es peor o igual en {items}.",
+                    "❌ The model does not beat the naive forecast: it is worse or equal on "
+                    "{items}."),
 }
 # fmt: on
 _LANGS = ("es", "en")
@@ -208,6 +228,7 @@ def _context(meta: dict[str, Any], history: list[dict[str, Any]], lang: str) -> 
         ],
         "metric_rows": _metric_rows(metrics, targets, t),
         "gate_line": _gate_line(meta, targets, t),
+        "naive": _naive(meta, metrics, t),
         "plots": [(_plot_title(str(p), lang), str(p)) for p in _list(meta.get("plots"))],
         "limitations": _limitations(meta, metrics, targets, t),
         "bundle_arg": "<bundle>",
@@ -319,6 +340,8 @@ def _metric_rows(
     by_metric = {str(x.get("metric")): x for x in targets}
     rows = []
     for name, test_value in _dict(metrics.get("test")).items():
+        if name.startswith(_NAIVE_PREFIX):
+            continue  # shown beside the model in the naive comparison section
         fold = _dict(cv.get(name))
         target = by_metric.get(name)
         met = (
@@ -341,6 +364,38 @@ def _metric_rows(
             }
         )
     return rows
+
+
+def _naive(meta: dict[str, Any], metrics: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
+    """Model vs naive last-value forecast on the test rows (time series); empty otherwise."""
+    test = _dict(metrics.get("test"))
+    names = [n.removeprefix(_NAIVE_PREFIX) for n in test if n.startswith(_NAIVE_PREFIX)]
+    if not names:
+        return {}
+    rows = []
+    for name in names:
+        model, naive = _num(test.get(name)), _num(test.get(_NAIVE_PREFIX + name))
+        better = _DASH
+        if model is not None and naive is not None and model != naive:
+            model_wins = (model > naive) if name in HIGHER_IS_BETTER else (model < naive)
+            better = t["model_word"] if model_wins else t["naive_word"]
+        rows.append(
+            {
+                "metric": _cell(name),
+                "model": _metric(name, test.get(name)),
+                "naive": _metric(name, test.get(_NAIVE_PREFIX + name)),
+                "better": better,
+            }
+        )
+    comparison = _dict(meta.get("naive_comparison"))
+    verdict = ""
+    if comparison.get("beats_naive") is True:
+        verdict = t["naive_beats"].format(items=", ".join(_list(comparison.get("better_on"))))
+    elif comparison.get("beats_naive") is False:
+        worse = _list(comparison.get("worse_on")) or _list(comparison.get("better_on"))
+        verdict = t["naive_loses"].format(items=", ".join(str(w) for w in worse) or _DASH)
+    horizon = _dict(meta.get("time_series")).get("horizon") or "h"
+    return {"intro": t["naive_intro"].format(h=horizon), "rows": rows, "verdict": verdict}
 
 
 def _gate_line(meta: dict[str, Any], targets: list[dict[str, Any]], t: dict[str, str]) -> str:

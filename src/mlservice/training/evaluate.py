@@ -13,13 +13,17 @@ from sklearn.base import clone
 from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, TimeSeriesSplit
 
 from mlservice.config import Target
+from mlservice.training.ranking import ranking_metrics
 
 __all__ = [
     "HIGHER_IS_BETTER",
     "GateResult",
     "compute_metrics",
     "cross_validate",
+    "evaluate_bundle",
     "evaluate_gate",
+    "make_cv",
+    "naive_metrics",
     "predict_outputs",
 ]
 
@@ -87,6 +91,26 @@ def _regression(y: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
     }
 
 
+def _time_series(y: np.ndarray, y_pred: np.ndarray, reference: np.ndarray | None) -> dict[str, Any]:
+    if reference is None:
+        # no origin given: one series with horizon 1, the previous actual value is the origin
+        reference = np.r_[np.nan, y[:-1]]
+    reference = np.asarray(reference, dtype=float)
+    known = np.isfinite(reference)
+    direction = None
+    if known.any():
+        actual = np.sign(y[known] - reference[known])
+        predicted = np.sign(y_pred[known] - reference[known])
+        direction = float(np.mean(actual == predicted))
+    mse = skm.mean_squared_error(y, y_pred)
+    return {
+        "mape": skm.mean_absolute_percentage_error(y, y_pred),
+        "directional_accuracy": direction,
+        "rmse": math.sqrt(mse),
+        "mae": skm.mean_absolute_error(y, y_pred),
+    }
+
+
 def compute_metrics(
     task: str,
     y_true: Any,
@@ -94,21 +118,42 @@ def compute_metrics(
     proba: np.ndarray | None = None,
     *,
     n_classes: int = 0,
+    reference: Any = None,
+    groups: Any = None,
+    k: int = 10,
 ) -> dict[str, float | None]:
-    """The SPEC §4 metrics of one task; values that cannot be computed are None."""
+    """The SPEC §4 metrics of one task; values that cannot be computed are None.
+
+    ``reference`` (time_series): the value at each row's forecast origin, ``y[t - horizon]``; the
+    direction of a change is measured from it. ``groups``/``k`` (ranking): query id per row
+    (None: one query) and the cut-off of ndcg/map.
+    """
     y = np.asarray(y_true)
     pred = np.asarray(y_pred)
-    raw = (
-        _classification(y, pred, proba, n_classes)
-        if task == "classification"
-        else _regression(y.astype(float), pred.astype(float))
-    )
+    raw: dict[str, Any]
+    if task == "classification":
+        raw = _classification(
+            y, pred, proba, n_classes or (proba.shape[1] if proba is not None else 0)
+        )
+    elif task == "time_series":
+        raw = _time_series(y.astype(float), pred.astype(float), reference)
+    elif task == "ranking":
+        raw = ranking_metrics(y.astype(float), pred.astype(float), groups, k=k)
+    else:
+        raw = _regression(y.astype(float), pred.astype(float))
     return {k: (None if v is None else _finite(float(v))) for k, v in raw.items()}
 
 
-def make_cv(task: str, folds: int, *, seed: int, strategy: str) -> Any:
+def naive_metrics(y_true: Any, reference: Any) -> dict[str, float | None]:
+    """Time-series metrics of the naive last-value forecast, keys prefixed ``naive_``."""
+    ref = np.asarray(reference, dtype=float)
+    got = compute_metrics("time_series", y_true, ref, reference=ref)
+    return {f"naive_{key}": value for key, value in got.items()}
+
+
+def make_cv(task: str, folds: int, *, seed: int, strategy: str, gap: int = 0) -> Any:
     if strategy == "time" or task == "time_series":
-        return TimeSeriesSplit(n_splits=folds)
+        return TimeSeriesSplit(n_splits=folds, gap=gap)
     if strategy == "group" or task == "ranking":
         return GroupKFold(n_splits=folds)
     if task == "classification":
@@ -135,15 +180,46 @@ def cross_validate(
     n_classes: int = 0,
     groups: Any = None,
     on_fold: Callable[[int], None] | None = None,
+    reference: Any = None,
+    times: Any = None,
+    gap: int = 0,
+    k: int = 10,
+    fit_params: Callable[[np.ndarray], dict[str, Any]] | None = None,
 ) -> CVResult:
-    """K-fold CV on the training part only: mean and std of every metric."""
-    splitter = make_cv(task, folds, seed=seed, strategy=strategy)
+    """K-fold CV on the training part only: mean and std of every metric.
+
+    time_series: ``times`` makes the folds ``TimeSeriesSplit`` over distinct time steps (every
+    series of a timestamp on one side), ``gap`` steps between fit and validation rows, and
+    ``reference`` the origin values of the rows. ranking: ``groups`` are the query ids (folds are
+    ``GroupKFold``, metrics per query) and ``fit_params(rows)`` gives the ranker's group sizes.
+    """
+    if task == "time_series" and times is not None:
+        from mlservice.training.timeseries import time_folds
+
+        splits: Any = time_folds(times, folds, gap)
+    else:
+        splitter = make_cv(task, folds, seed=seed, strategy=strategy, gap=gap)
+        splits = splitter.split(X, y, groups)
+    ref = None if reference is None else np.asarray(reference, dtype=float)
+    query = None if groups is None else np.asarray(groups, dtype=object)
     per_fold: list[dict[str, float | None]] = []
-    residuals = np.full(len(y), np.nan) if task != "classification" else None
-    for i, (tr, va) in enumerate(splitter.split(X, y, groups)):
-        model = clone(pipeline).fit(X.iloc[tr], y[tr])
+    residuals = np.full(len(y), np.nan) if task in ("regression", "time_series") else None
+    for i, (tr, va) in enumerate(splits):
+        extra = fit_params(tr) if fit_params is not None else {}
+        model = clone(pipeline).fit(X.iloc[tr], y[tr], **extra)
         y_pred, proba = predict_outputs(model, X.iloc[va], task)
-        per_fold.append(compute_metrics(task, y[va], y_pred, proba, n_classes=n_classes))
+        per_fold.append(
+            compute_metrics(
+                task,
+                y[va],
+                y_pred,
+                proba,
+                n_classes=n_classes,
+                reference=None if ref is None else ref[va],
+                groups=None if query is None or task != "ranking" else query[va],
+                k=k,
+            )
+        )
         if residuals is not None:
             residuals[va] = y[va] - y_pred
         if on_fold is not None:
@@ -201,14 +277,32 @@ def evaluate_bundle(bundle_path: Any, data_path: Any) -> dict[str, Any]:
         raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
     target = meta["target"]["name"]
     features = meta["feature_names"]
-    missing = [c for c in [*features, target] if c not in frame.columns]
-    if missing:
-        raise DataError(f"{str(path)!r} lacks columns {missing} that the bundle needs")
-    frame = frame.loc[frame[target].notna()].reset_index(drop=True)
-    X = frame[features]  # noqa: N806
     task = meta["task"]
+    extra: dict[str, Any] = {}
+    if task == "time_series":
+        from mlservice.training.timeseries import series_rows
+
+        X, y, reference = series_rows(frame, meta["time_series"])  # noqa: N806
+        extra["reference"] = reference
+    else:
+        needed = [*features, target]
+        if task == "ranking":
+            needed.append(meta["ranking"]["group_column"])
+        missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
+        if missing:
+            raise DataError(f"{str(path)!r} lacks columns {missing} that the bundle needs")
+        frame = frame.loc[frame[target].notna()].reset_index(drop=True)
+        if task == "ranking":
+            group = meta["ranking"]["group_column"]
+            order = np.argsort(pd.factorize(frame[group], sort=True)[0], kind="stable")
+            frame = frame.iloc[order].reset_index(drop=True)
+            extra = {"groups": frame[group].to_numpy(dtype=object), "k": meta["ranking"]["k"]}
+        X = frame[features]  # noqa: N806
+        y = None
     classes = meta["target"].get("classes")
-    if task == "classification":
+    if y is not None:
+        pass
+    elif task == "classification":
         lookup = {str(c): i for i, c in enumerate(classes)}
         unknown = sorted({str(v) for v in frame[target]} - set(lookup))
         if unknown:
@@ -217,13 +311,15 @@ def evaluate_bundle(bundle_path: Any, data_path: Any) -> dict[str, Any]:
     else:
         y = pd.to_numeric(frame[target], errors="coerce").to_numpy(dtype=float)
     y_pred, proba = predict_outputs(bundle.pipeline, X, task)
-    test = compute_metrics(task, y, y_pred, proba, n_classes=len(classes or []))
+    test = compute_metrics(task, y, y_pred, proba, n_classes=len(classes or []), **extra)
     targets = [parse_target(row["metric"], row["text"]) for row in meta.get("targets", [])]
     gate = evaluate_gate(targets, test)
+    if task == "time_series":
+        test.update(naive_metrics(y, extra["reference"]))
     return {
         "name": meta["name"],
         "metrics": {"test": test},
         "targets": gate.rows,
         "gate": gate.to_dict(),
-        "n_rows": len(frame),
+        "n_rows": len(X),
     }

@@ -14,18 +14,36 @@ import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
 
+import mlservice.models.ranking  # noqa: F401  (registers the pointwise ranking baselines)
 from mlservice.bundle import find_bundles, promote_latest, save_bundle, update_bundle_files
 from mlservice.config import Config, config_hash
-from mlservice.data import build_feature_specs, infer_column_types, load_dataset, split_indices
+from mlservice.data import build_feature_specs, load_dataset, split_indices
 from mlservice.errors import DataError, TrackingError
 from mlservice.models import build_estimator, get_spec
 from mlservice.pipelines import build_pipeline
+from mlservice.pipelines.timeseries import DeltaRegressor
 from mlservice.training.evaluate import (
     GateResult,
     compute_metrics,
     cross_validate,
     evaluate_gate,
+    naive_metrics,
     predict_outputs,
+)
+from mlservice.training.frames import coerce_features, feature_columns
+from mlservice.training.ranking import (
+    check_relevance,
+    ranking_approach,
+    ranking_fit_params,
+    ranking_scorer,
+    sort_by_query,
+)
+from mlservice.training.timeseries import (
+    NAIVE_METHOD,
+    naive_comparison,
+    prepare_series,
+    purge_before_test,
+    with_groups,
 )
 
 __all__ = ["Progress", "TrainResult", "prepare_frame", "train"]
@@ -93,13 +111,7 @@ def prepare_frame(
     """Features, target (rows with a missing target dropped), column types, warnings."""
     notes: list[str] = []
     data = config.data
-    excluded = {data.target, *data.drop, *(c for c in (data.group_column, data.time_column) if c)}
-    features = data.features or [str(c) for c in frame.columns if str(c) not in excluded]
-    if data.target in features:
-        raise DataError(f"data.features lists the target {data.target!r}; remove it (leakage)")
-    unknown = sorted(set(data.column_types) - set(features))
-    if unknown:
-        raise DataError(f"data.column_types names columns that are not features: {unknown}")
+    features = feature_columns(frame, config)
     if not features:
         raise DataError("no feature columns left after removing target and data.drop")
     missing_target = frame[data.target].isna()
@@ -107,20 +119,130 @@ def prepare_frame(
         notes.append(f"dropped {int(missing_target.sum())} rows with a missing target")
         frame = frame.loc[~missing_target]
     frame = frame.reset_index(drop=True)
-    X = frame[features].copy()  # noqa: N806
-    types = infer_column_types(X, data.column_types)
-    for name, kind in types.items():
-        if kind == "numeric" and not pd.api.types.is_numeric_dtype(X[name]):
-            converted = pd.to_numeric(X[name], errors="coerce")
-            bad = X[name].notna() & converted.isna()
-            if bad.any():
-                raise DataError(
-                    f"column {name!r} is declared numeric but holds {X[name][bad].iloc[0]!r}"
-                )
-            X[name] = converted
-        elif kind in ("categorical", "text"):
-            X[name] = X[name].astype("object").where(X[name].notna(), np.nan)
+    X, types = coerce_features(frame[features], data.column_types)  # noqa: N806
     return X, frame[data.target], types, notes
+
+
+@dataclass
+class _TaskData:
+    """The model-ready rows of one task, already split (positional indices into ``X``)."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    target_dtype: str
+    classes: list[Any] | None
+    types: dict[str, str]
+    notes: list[str]
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    reference: np.ndarray | None = None  # time_series: y at each row's forecast origin
+    times: pd.Series | None = None  # time_series: timestamp of each row
+    queries: np.ndarray | None = None  # ranking: query id of each row
+    gap: int = 0  # time_series: time steps left out between CV fit and validation rows
+    meta: dict[str, Any] = field(default_factory=dict)
+    split_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _prepare_tabular(frame: pd.DataFrame, config: Config) -> _TaskData:
+    # drop unlabeled rows from the frame itself so time/group columns stay aligned with X
+    missing = frame[config.data.target].isna()
+    frame = frame.loc[~missing].reset_index(drop=True)
+    X, y_raw, types, notes = prepare_frame(frame, config)  # noqa: N806
+    if missing.any():
+        notes.insert(0, f"dropped {int(missing.sum())} rows with a missing target")
+    y, classes = _encode_target(y_raw, config.task)
+    data = config.data
+    train_idx, test_idx = split_indices(
+        len(X),
+        strategy=str(config.split.strategy),
+        test_size=config.split.test_size,
+        seed=config.split.seed,
+        y=y_raw.reset_index(drop=True) if config.task == "classification" else None,
+        time=frame[data.time_column] if data.time_column else None,
+        groups=frame[data.group_column] if data.group_column else None,
+    )
+    queries = None
+    if data.group_column:
+        queries = frame[data.group_column].to_numpy(dtype=object)
+    return _TaskData(
+        X, y, str(y_raw.dtype), classes, types, notes, train_idx, test_idx, queries=queries
+    )
+
+
+def _prepare_time_series(frame: pd.DataFrame, config: Config) -> _TaskData:
+    series = prepare_series(frame, config)
+    spec = series.spec
+    train_idx, test_idx = split_indices(
+        len(series.X),
+        strategy="time",
+        test_size=config.split.test_size,
+        seed=config.split.seed,
+        time=series.times,
+    )
+    train_idx, purged = purge_before_test(train_idx, test_idx, series.times, spec.horizon)
+    notes = list(series.notes)
+    if purged:
+        notes.append(
+            f"left {purged} training rows of the last {spec.horizon - 1} time steps before the "
+            "test part out of training (their targets lie after the first test forecast origins)"
+        )
+    if len(train_idx) < 2:
+        raise DataError("too few training rows remain after the time split; use more data")
+    spec = with_groups(spec, None if series.series is None else series.series.iloc[train_idx])
+    n_series = 1 if series.series is None else int(series.series.nunique())
+    meta = {
+        **spec.to_dict(),
+        "n_series": n_series,
+        "forecast_method": (
+            f"recursive: each step's features are rebuilt from the history plus the forecasts "
+            f"of earlier steps; the model itself is direct at horizon {spec.horizon}, so steps "
+            f"1..{spec.horizon} use only real history"
+        ),
+        "target_transform": "DeltaRegressor: the model learns y - lag_1 and adds lag_1 back",
+        "naive": NAIVE_METHOD,
+    }
+    return _TaskData(
+        series.X,
+        series.y,
+        "float64",
+        None,
+        series.types,
+        notes,
+        train_idx,
+        test_idx,
+        reference=series.reference,
+        times=series.times,
+        gap=spec.horizon - 1,
+        meta={"time_series": meta},
+        split_meta={
+            "purged_rows": purged,
+            "test_start": str(series.times.iloc[test_idx].min()),
+            "train_end": str(series.times.iloc[train_idx].max()),
+        },
+    )
+
+
+def _prepare_ranking(frame: pd.DataFrame, config: Config) -> _TaskData:
+    frame = sort_by_query(frame, config)
+    data = _prepare_tabular(frame, config)
+    check_relevance(data.y, config.data.target)
+    assert data.queries is not None  # sort_by_query insists on a group column
+    train_q = pd.unique(data.queries[data.train_idx])
+    test_q = pd.unique(data.queries[data.test_idx])
+    grades = sorted({int(v) for v in np.unique(data.y)})
+    data.meta = {
+        "ranking": {
+            "group_column": config.data.group_column,
+            "k": config.ranking.k,
+            "relevance": {"grades": grades, "binary": grades == [0, 1] or grades == [1]},
+            "candidates_per_query": {
+                "median": float(pd.Series(data.queries).value_counts().median()),
+                "max": int(pd.Series(data.queries).value_counts().max()),
+            },
+        }
+    }
+    data.split_meta = {"n_train_queries": len(train_q), "n_test_queries": len(test_q)}
+    return data
 
 
 def _encode_target(y: pd.Series, task: str) -> tuple[np.ndarray, list[Any] | None]:
@@ -136,11 +258,28 @@ def _encode_target(y: pd.Series, task: str) -> tuple[np.ndarray, list[Any] | Non
     return values.to_numpy(dtype=float), None
 
 
-def _importance(pipeline: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -> list[dict[str, Any]]:  # noqa: N803
-    if len(X) > _IMPORTANCE_MAX_ROWS:
+def _importance(
+    pipeline: Any,
+    X: pd.DataFrame,  # noqa: N803
+    y: np.ndarray,
+    seed: int,
+    *,
+    queries: np.ndarray | None = None,
+    k: int = 10,
+) -> list[dict[str, Any]]:
+    scoring = None
+    if queries is not None:
+        # whole queries only: the metric is computed per query
+        keep = np.cumsum(pd.Series(queries).ne(pd.Series(queries).shift()).to_numpy())
+        rows = np.flatnonzero(keep <= max(int(keep[min(len(keep), _IMPORTANCE_MAX_ROWS) - 1]), 1))
+        X, y, queries = X.iloc[rows], y[rows], queries[rows]  # noqa: N806
+        scoring = ranking_scorer(queries, k)
+    elif len(X) > _IMPORTANCE_MAX_ROWS:
         rows = np.random.default_rng(seed).choice(len(X), _IMPORTANCE_MAX_ROWS, replace=False)
         X, y = X.iloc[rows], y[rows]  # noqa: N806
-    result = permutation_importance(pipeline, X, y, n_repeats=5, random_state=seed, n_jobs=1)
+    result = permutation_importance(
+        pipeline, X, y, scoring=scoring, n_repeats=5, random_state=seed, n_jobs=1
+    )
     items = [
         {"feature": str(name), "importance": float(mean), "std": float(std)}
         for name, mean, std in zip(
@@ -161,38 +300,48 @@ def train(
 
     progress.stage("loading data")
     dataset = load_dataset(config.data, base_dir=base_dir)
-    X, y_raw, types, notes = prepare_frame(dataset.frame, config)  # noqa: N806
-    y, classes = _encode_target(y_raw, task)
-    n_classes = len(classes) if classes else 0
+    frame = dataset.frame
 
     progress.stage("splitting")
-    frame = dataset.frame
-    train_idx, test_idx = split_indices(
-        len(X),
-        strategy=str(config.split.strategy),
-        test_size=config.split.test_size,
-        seed=seed,
-        y=y_raw.reset_index(drop=True) if task == "classification" else None,
-        time=frame[config.data.time_column] if config.data.time_column else None,
-        groups=frame[config.data.group_column] if config.data.group_column else None,
+    prepare = {"time_series": _prepare_time_series, "ranking": _prepare_ranking}.get(
+        task, _prepare_tabular
     )
+    data = prepare(frame, config)
+    X, y, classes, types, notes = data.X, data.y, data.classes, data.types, data.notes  # noqa: N806
+    n_classes = len(classes) if classes else 0
+    train_idx, test_idx = data.train_idx, data.test_idx
     X_train, X_test = X.iloc[train_idx], X.iloc[test_idx]  # noqa: N806
     y_train, y_test = y[train_idx], y[test_idx]
     specs = build_feature_specs(X_train, types)
+    k = config.ranking.k
 
     estimator = build_estimator(config.model_type, task, config.model.params, seed=seed)
     pipeline = build_pipeline(types=types, preprocessing=config.preprocessing, estimator=estimator)
+    # A time series model predicts the change from the last known value (see DeltaRegressor).
+    model: Any = DeltaRegressor(pipeline) if task == "time_series" else pipeline
+    queries = data.queries if task == "ranking" else None
+
+    def fit_params(rows: np.ndarray) -> dict[str, Any]:
+        return {} if queries is None else ranking_fit_params(pipeline, queries[rows])
+
+    def metric_args(rows: np.ndarray) -> dict[str, Any]:
+        return {
+            "reference": None if data.reference is None else data.reference[rows],
+            "groups": None if queries is None else queries[rows],
+            "k": k,
+        }
 
     cv_summary: dict[str, Any] = {}
     interval = None
     if config.cv.enabled:
         folds = min(config.cv.folds, len(X_train))
+        if queries is not None:
+            folds = min(folds, len(pd.unique(queries[train_idx])))
         progress.stage(f"cross-validation ({folds} folds)", total=folds)
-        groups = (
-            frame[config.data.group_column].iloc[train_idx] if config.data.group_column else None
-        )
+        # group ids of the kept rows (for GroupKFold); time series fold by time instead
+        groups = None if data.queries is None else data.queries[train_idx]
         cv = cross_validate(
-            pipeline,
+            model,
             X_train,
             y_train,
             task=task,
@@ -202,6 +351,11 @@ def train(
             n_classes=n_classes,
             groups=groups,
             on_fold=lambda _i: progress.advance(),
+            reference=None if data.reference is None else data.reference[train_idx],
+            times=None if data.times is None else data.times.iloc[train_idx],
+            gap=data.gap,
+            k=k,
+            fit_params=None if queries is None else lambda rows: fit_params(train_idx[rows]),
         )
         cv_summary = cv.summary
         if cv.oof_residuals is not None:
@@ -214,18 +368,30 @@ def train(
                 }
 
     progress.stage("fitting on the training part")
-    pipeline.fit(X_train, y_train)
+    model.fit(X_train, y_train, **fit_params(train_idx))
     progress.stage("evaluating")
-    train_pred, train_proba = predict_outputs(pipeline, X_train, task)
-    test_pred, test_proba = predict_outputs(pipeline, X_test, task)
-    train_metrics = compute_metrics(task, y_train, train_pred, train_proba, n_classes=n_classes)
-    test_metrics = compute_metrics(task, y_test, test_pred, test_proba, n_classes=n_classes)
+    train_pred, train_proba = predict_outputs(model, X_train, task)
+    test_pred, test_proba = predict_outputs(model, X_test, task)
+    train_metrics = compute_metrics(
+        task, y_train, train_pred, train_proba, n_classes=n_classes, **metric_args(train_idx)
+    )
+    test_metrics = compute_metrics(
+        task, y_test, test_pred, test_proba, n_classes=n_classes, **metric_args(test_idx)
+    )
     gate = evaluate_gate(config.parsed_targets(), test_metrics)
+    if data.reference is not None:
+        # after the gate: targets are about the model; naive_* sit beside it (run + card)
+        test_metrics.update(naive_metrics(y_test, data.reference[test_idx]))
+        data.meta["naive_comparison"] = naive_comparison(test_metrics)
     progress.stage("feature importance")
-    importance = _importance(pipeline, X_test, y_test, seed)
+    importance = _importance(
+        model, X_test, y_test, seed, queries=None if queries is None else queries[test_idx], k=k
+    )
 
     spec = get_spec(config.model_type)
-    estimator_cls = type(pipeline.named_steps["model"])
+    fitted = model.regressor_ if isinstance(model, DeltaRegressor) else model
+    final = fitted.named_steps["model"]
+    estimator_cls = type(final)
     module_root = estimator_cls.__module__.split(".")[0]
     requirements = [module_root] if module_root in ("lightgbm", "xgboost") else []
     versions = {
@@ -242,12 +408,16 @@ def train(
     if classes is not None:
         shares = pd.Series(y).value_counts(normalize=True).sort_index()
         balance = {str(classes[int(str(i))]): round(float(v), 6) for i, v in shares.items()}
+    description = f"{task} of {config.data.target!r} with {spec.name}"
+    if task == "ranking":
+        description += f", {ranking_approach(final)}"
+        data.meta["ranking"]["approach"] = ranking_approach(final)
     metadata: dict[str, Any] = {
         "name": config.name,
         "version": config.version,
         "task": task,
-        "description": f"{task} of {config.data.target!r} with {spec.name}",
-        "target": {"name": config.data.target, "classes": classes, "dtype": str(y_raw.dtype)},
+        "description": config.description or description,
+        "target": {"name": config.data.target, "classes": classes, "dtype": data.target_dtype},
         "features": [s.to_dict() for s in specs],
         "feature_names": [s.name for s in specs],
         "model": {
@@ -255,7 +425,7 @@ def train(
             "estimator": f"{estimator_cls.__module__}.{estimator_cls.__name__}",
             "params": {
                 k: v
-                for k, v in pipeline.named_steps["model"].get_params().items()
+                for k, v in final.get_params().items()
                 if isinstance(v, str | int | float | bool | type(None))
             },
             "config_params": config.model.params,
@@ -265,6 +435,7 @@ def train(
             **config.split.model_dump(mode="json"),
             "n_train": len(train_idx),
             "n_test": len(test_idx),
+            **data.split_meta,
         },
         "data": {
             "source": config.data.source,
@@ -284,6 +455,7 @@ def train(
         "versions": versions,
         "requirements": requirements,
         "serving": config.serving.model_dump(mode="json"),
+        **data.meta,
         "notes": notes,
         "mlflow": None,
     }
@@ -312,7 +484,7 @@ def train(
 
     progress.stage("saving the bundle")
     bundle_path = save_bundle(
-        output_dir=output_dir, pipeline=pipeline, metadata=metadata, write_extras=write_extras
+        output_dir=output_dir, pipeline=model, metadata=metadata, write_extras=write_extras
     )
     dataset.verify_unchanged()
     promoted = False
@@ -334,7 +506,7 @@ def train(
                 config=config,
                 bundle_path=bundle_path,
                 metadata=saved,
-                pipeline=pipeline,
+                pipeline=model,
                 frame=frame,
                 X_sample=X_train.head(100),
                 promote=gate.passed,

@@ -1,0 +1,143 @@
+"""``POST /api/v1/forecast``: recursive multi-step forecasts of a time-series model.
+
+The body carries the recent history of each series (time, target, series id when the model is
+grouped) and the number of steps; see ``mlservice.inference.forecast`` for how the steps are
+computed. Input problems are 422 with a message that names the row and what is needed (for
+instance how many history rows a series must have); a model of another task is 400.
+"""
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlservice.api.deps import MetricsDep, PredictorDep, SettingsDep
+from mlservice.api.errors import ERROR_RESPONSES, ApiError, BatchTooLargeError
+from mlservice.api.routes._offload import run_model_call
+from mlservice.errors import SchemaError
+from mlservice.inference.forecast import FORECAST_METHOD, Forecaster, example_request
+from mlservice.inference.predictor import Predictor
+
+__all__ = [
+    "MAX_HORIZON",
+    "ForecastItem",
+    "ForecastRequest",
+    "ForecastResponse",
+    "WrongTaskError",
+    "build_forecast_router",
+]
+
+#: Most steps one request may ask for: recursion costs one model call per step.
+MAX_HORIZON = 1000
+
+
+class WrongTaskError(ApiError):
+    """The served model's task has no such endpoint (e.g. /forecast on a classifier)."""
+
+    status_code = 400
+    kind = "bad_request"
+
+
+class ForecastRequest(BaseModel):
+    """Recent history of each series, and how many steps to forecast after it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    history: list[dict[str, Any]] = Field(
+        ...,
+        min_length=1,
+        description="Rows with the time column (ISO 8601), the target and, for a grouped model, "
+        "the series id; at least `min_history` consecutive rows per series (GET /api/v1/model "
+        "lists the model's time-series settings).",
+    )
+    horizon: int | None = Field(
+        None, ge=1, le=MAX_HORIZON, description="Steps to forecast (default: the trained horizon)"
+    )
+    future: list[dict[str, Any]] | None = Field(
+        None,
+        description="Only for models with exogenous features: their values for each future "
+        "step of each series, in time order.",
+    )
+
+
+class ForecastItem(BaseModel):
+    series: str | int | None = Field(description="series id; null for a single-series model")
+    step: int = Field(ge=1)
+    time: str = Field(description="ISO 8601 time of the forecast step")
+    forecast: float | None
+
+
+class ForecastResponse(BaseModel):
+    forecasts: list[ForecastItem]
+    horizon: int
+    method: Literal["recursive"] = FORECAST_METHOD
+    model_version: str
+
+
+def _example(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    if meta and meta.get("task") == "time_series":
+        try:
+            return example_request(meta)
+        except (KeyError, TypeError, ValueError):
+            pass  # unreadable metadata: the generic example below
+    return {"history": [{"date": "2024-01-01T00:00:00", "value": 1.0}], "horizon": 1}
+
+
+def build_forecast_router(meta: Mapping[str, Any] | None = None) -> APIRouter:
+    """The forecast route; ``meta`` (bundle metadata, optional) only shapes the /docs example."""
+    router = APIRouter(prefix="/api/v1", tags=["forecast"])
+    cache: dict[int, tuple[Predictor, Forecaster]] = {}
+
+    def forecaster_of(predictor: Predictor) -> Forecaster:
+        hit = cache.get(id(predictor))
+        if hit is not None and hit[0] is predictor:
+            return hit[1]
+        try:
+            forecaster = Forecaster(predictor)
+        except SchemaError as exc:
+            raise WrongTaskError(str(exc)) from exc
+        cache.clear()
+        cache[id(predictor)] = (predictor, forecaster)
+        return forecaster
+
+    example = {"history": {"summary": "Recent history", "value": _example(meta)}}
+
+    @router.post(
+        "/forecast",
+        operation_id="forecast",
+        summary="Forecast the next steps of one or more series",
+        responses=ERROR_RESPONSES,
+    )
+    async def forecast(
+        request: Request,
+        body: Annotated[ForecastRequest, Body(openapi_examples=example)],
+        predictor: PredictorDep,
+        settings: SettingsDep,
+        metrics: MetricsDep,
+    ) -> ForecastResponse:
+        """One forecast per series and step, computed recursively (see the module docs)."""
+        forecaster = forecaster_of(predictor)
+        rows = len(body.history) + len(body.future or [])
+        if rows > settings.max_batch_size:
+            raise BatchTooLargeError(
+                f"request has {rows} history/future rows; the limit is {settings.max_batch_size} "
+                "(max_batch_size). Send only the last rows each series needs."
+            )
+        steps = body.horizon or forecaster.spec.horizon
+        points = await run_model_call(
+            lambda: forecaster.forecast(body.history, horizon=steps, future=body.future),
+            timeout_s=settings.request_timeout_s,
+            request=request,
+        )
+        metrics.count_predictions((p.forecast for p in points), classification=False)
+        return ForecastResponse(
+            forecasts=[
+                ForecastItem(series=p.group, step=p.step, time=p.time, forecast=p.forecast)
+                for p in points
+            ],
+            horizon=steps,
+            model_version=predictor.version,
+        )
+
+    return router
