@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test lint typecheck pytest serve-smoke system-deps install-demo install-dev clean
+.PHONY: bench demo test lint typecheck pytest serve-smoke system-deps install-demo install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ demo: install-demo
 	$(BIN)/mlservice demo
 
 lint: install-dev
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench scripts
 
 typecheck: install-dev
 	$(BIN)/mypy
@@ -57,6 +57,10 @@ system-deps:
 	    >/dev/null; fi
 
 test: system-deps lint typecheck pytest serve-smoke
+
+# Benchmarks (not part of `make test`): ratios against a baseline measured in the same run.
+bench: install-dev
+	$(BIN)/python -m bench.batch_scoring
 
 clean:
 	rm -rf $(VENV) $(BASE_VENV) .pytest_cache .mypy_cache .ruff_cache reports/coverage.xml reports/junit.xml

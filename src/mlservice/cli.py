@@ -287,9 +287,13 @@ def _register_commands() -> None:
     from mlservice.commands.analyze import analyze
     from mlservice.commands.eda import eda
     from mlservice.commands.init import init
+    from mlservice.commands.predict import predict
+    from mlservice.commands.tune import tune
 
     app.command(name="init")(_handle_errors(init))
     app.command(name="eda")(_handle_errors(eda))
+    app.command(name="tune")(tune)  # handles its own errors (exit 2 / 3)
+    app.command(name="predict")(predict)
     app.command(name="analyze")(_handle_errors(analyze))
 
 
