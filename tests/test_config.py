@@ -473,7 +473,8 @@ def test_load_config_of_a_directory_is_not_found(tmp_path: Path) -> None:
 
 def test_repo_example_configs_are_valid() -> None:
     root = Path(__file__).parents[1]
-    configs = sorted((root / "configs").glob("*.y*ml")) + sorted(root.glob("examples/*/configs/*.y*ml"))
+    configs = sorted((root / "configs").glob("*.y*ml"))
+    configs += sorted(root.glob("examples/*/configs/*.y*ml"))
     assert configs, "the repo ships example configs"
     for path in configs:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""Content fingerprints of datasets: sha256 of the file, and DVC's md5 when a .dvc file tracks it."""
+"""Content fingerprints of datasets: sha256 of the file, and DVC's md5 when DVC tracks it."""
 
 from __future__ import annotations
 
