@@ -60,6 +60,7 @@ test: system-deps lint typecheck pytest serve-smoke
 
 # Benchmarks (not part of `make test`): ratios against a baseline measured in the same run.
 bench: install-dev
+	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.batch_scoring
 
 clean:

@@ -267,3 +267,9 @@ def test_mixed_types_refuse_bad_values(
            **change}
     with pytest.raises(SchemaError, match=message):
         mixed_types.predict_one(row)
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400)])
+def test_integer_beyond_float_range_is_refused(clf: Predictor, value: int) -> None:
+    with pytest.raises(SchemaError, match=r"feature 'body_mass_g' must be a finite number"):
+        clf.predict_one({**GOOD_ROW, "body_mass_g": value})

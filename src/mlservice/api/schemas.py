@@ -44,6 +44,7 @@ __all__ = [
     "TargetResult",
     "build_request_models",
     "row_to_python",
+    "row_values",
 ]
 
 _MAX_TEXT = 100_000
@@ -383,6 +384,20 @@ def row_to_python(row: Any) -> Any:
     """A validated request row as the predictor takes it (dict by feature name, or a list)."""
     if isinstance(row, BaseModel):
         return row.model_dump(by_alias=True)
+    if isinstance(row, tuple):
+        return list(row)
+    return row
+
+
+def row_values(row: Any) -> Any:
+    """A validated request row as its values in model feature order (no dict built).
+
+    A typed ``Features`` model holds one field per feature, declared in feature order, so its
+    ``__dict__`` values are the row; a positional row is already in that order. Rows of the
+    generic schema (unreadable bundle metadata) pass through for the predictor's full checks.
+    """
+    if isinstance(row, BaseModel):
+        return list(row.__dict__.values())
     if isinstance(row, tuple):
         return list(row)
     return row

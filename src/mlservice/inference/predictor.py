@@ -1,31 +1,45 @@
 """``Predictor``: load a bundle once, check input against its feature schema, predict vectorized.
 
 Input rows come as mappings (``{"feature": value}``) or as positional sequences in the bundle's
-``feature_names`` order. Every request makes ONE call into the pipeline, whatever its size. All
+``feature_names`` order. Every request makes ONE call into the model, whatever its size. All
 floats in the output are JSON-safe: a NaN or infinite model output becomes ``None``.
+
+Two runtimes (``Predictor.runtime``): ``onnx`` runs the bundle's verified ``model.onnx`` with
+onnxruntime, ``sklearn`` the fitted pipeline. On the ONNX path rows go straight to numpy arrays in
+the graph's input layout (``ColumnCheck``: precomputed order and categories, no DataFrame); only a
+request that fails those quick checks goes through the DataFrame checks, which name the problem.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlservice.bundle import Bundle, load_bundle
-from mlservice.errors import SchemaError
+from mlservice.bundle import Bundle
+from mlservice.errors import BundleError, ConfigError, SchemaError
+from mlservice.inference.coercion import COERCERS, MAX_ABS_NUMERIC, coerce_object, is_null
+from mlservice.inference.lazy_bundle import open_verified_bundle
+from mlservice.inference.onnx_runtime import (
+    RUNTIMES,
+    ColumnCheck,
+    FeedBuilder,
+    OnnxModel,
+    onnx_status,
+    requested_runtime,
+)
 
 __all__ = ["MAX_ABS_NUMERIC", "FeatureInfo", "Predictor", "Row"]
 
-#: Numeric inputs beyond this magnitude are refused: they are never real tabular values, and
-#: models that cast to float32 (trees) would overflow on them.
-MAX_ABS_NUMERIC = 1e15
+log = logging.getLogger("mlservice.inference")
+
 
 _HINT = "See GET /api/v1/model for the feature schema."
 
@@ -72,14 +86,11 @@ def _json_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 class Predictor:
     """A loaded bundle ready to predict; build it once and share it between requests."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, *, onnx: OnnxModel | None = None) -> None:
+        """Serve ``bundle``; with ``onnx`` (its verified ``model.onnx``) through onnxruntime."""
         self.bundle = bundle
         meta = bundle.metadata
         self.task: str = str(meta.get("task", "regression"))
@@ -102,11 +113,79 @@ class Predictor:
         self._halfwidth: float | None = None
         if isinstance(interval, Mapping) and interval.get("halfwidth") is not None:
             self._halfwidth = _json_float(interval["halfwidth"])
+        self._onnx = onnx
+        self._feeds = self._feed_builder(onnx) if onnx is not None else None
+        #: Class codes of the ONNX probability columns (recorded at export), their labels/keys.
+        self._onnx_codes: Any = (meta.get("onnx") or {}).get("class_codes")
+        self._onnx_labels: tuple[list[Any], list[str]] | None = None
+        if self._onnx_codes is not None and self.classes is not None:
+            labels = [self._label(c) for c in self._onnx_codes]
+            self._onnx_labels = (labels, [str(label) for label in labels])
+        if onnx is not None:  # never touch the pipeline: it may not be deserialized
+            self._uses_proba = self.is_classifier and onnx.proba_output is not None
+        else:
+            self._uses_proba = self.is_classifier and hasattr(bundle.pipeline, "predict_proba")
+
+    def _feed_builder(self, onnx: OnnxModel) -> FeedBuilder:
+        layout = [(i.name, i.type) for i in onnx.inputs]
+        kinds = {"numeric": "float", "categorical": "string"}
+        expected = [(f.name, kinds.get(f.kind, f.kind)) for f in self._ordered]
+        if layout != expected:
+            raise BundleError(
+                f"bundle {self.bundle.path.name!r}: the ONNX inputs {layout} do not match the "
+                f"feature schema {expected}"
+            )
+        checks = [
+            ColumnCheck(
+                kind=kind,
+                nullable=f.nullable,
+                categories=frozenset(f.categories) if f.closed and f.categories else None,
+            )
+            for f, (_, kind) in zip(self._ordered, layout, strict=True)
+        ]
+        return FeedBuilder(onnx.inputs, checks, max_abs=MAX_ABS_NUMERIC)
 
     @classmethod
-    def from_path(cls, path: str | Path) -> Predictor:
-        """Load and verify the bundle at ``path`` (hashes, skops allowlist; never pickle)."""
-        return cls(load_bundle(path))
+    def from_path(cls, path: str | Path, *, runtime: str | None = None) -> Predictor:
+        """Load and verify the bundle at ``path`` (hashes, skops allowlist; never pickle).
+
+        Served by ONNX, the scikit-learn pipeline is deserialized only if something asks for
+        ``bundle.pipeline`` (``LazyBundle``); every file's hash is checked either way.
+        ``runtime`` (``auto | onnx | sklearn``) defaults to ``MLSERVICE_RUNTIME``, else the
+        bundle's ``serving.runtime``. ``auto`` serves a verified ``model.onnx`` with onnxruntime
+        and falls back to scikit-learn otherwise; ``onnx`` refuses a bundle without one.
+        """
+        bundle = open_verified_bundle(path)  # every hash checked; skops deserialized on use
+        choice = runtime or requested_runtime(bundle.metadata)
+        if choice not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {list(RUNTIMES)}, got {choice!r}")
+        if choice == "sklearn":
+            return cls._with_pipeline(bundle)
+        problem = onnx_status(bundle.metadata, bundle.path)
+        if problem is None:
+            try:
+                return cls(bundle, onnx=OnnxModel.from_bundle(bundle.path, bundle.metadata))
+            except BundleError as exc:
+                if choice == "onnx":
+                    raise
+                problem = str(exc)
+        if choice == "onnx":
+            raise BundleError(
+                f"bundle {bundle.path.name!r} is set to serve with runtime 'onnx' but {problem}; "
+                "serve it with runtime 'auto' or 'sklearn' (MLSERVICE_RUNTIME)"
+            )
+        log.info("serving with scikit-learn: %s", problem)
+        return cls._with_pipeline(bundle)
+
+    @classmethod
+    def _with_pipeline(cls, bundle: Bundle) -> Predictor:
+        bundle.pipeline  # noqa: B018  (deserialize now: a bad model.skops fails the start)
+        return cls(bundle)
+
+    @property
+    def runtime(self) -> str:
+        """``onnx`` or ``sklearn``: what computes the predictions."""
+        return "onnx" if self._onnx is not None else "sklearn"
 
     @property
     def name(self) -> str:
@@ -172,7 +251,7 @@ class Predictor:
         out: dict[str, Any] = {}
         for info in self._ordered:
             column = frame[info.name]
-            nulls = column.map(_is_null).to_numpy(dtype=bool)
+            nulls = column.map(is_null).to_numpy(dtype=bool)
             if nulls.any() and not info.nullable:
                 raise self._bad(
                     info,
@@ -182,7 +261,7 @@ class Predictor:
                     None,
                     "it had no missing values in training; send a value",
                 )
-            coerce = _COERCERS.get(info.kind, _coerce_object)
+            coerce = COERCERS.get(info.kind, coerce_object)
             out[info.name] = coerce(self, info, column, nulls, multi)
         return pd.DataFrame(out, index=frame.index)
 
@@ -195,10 +274,63 @@ class Predictor:
         got = "" if value is None else f", got {value!r}"
         return SchemaError(f"{where}feature {info.name!r} {what}{got}; {hint}")
 
+    def _in_order(self, rows: Sequence[Row]) -> list[Sequence[Any]]:
+        """Each row as its values in feature order (the same checks and errors as ``to_frame``)."""
+        if isinstance(rows, Mapping | str | bytes) or not isinstance(rows, Sequence):
+            raise SchemaError(f"expected a list of rows, got {type(rows).__name__}. {_HINT}")
+        if not rows:
+            raise SchemaError(f"no rows to predict; send at least one row. {_HINT}")
+        multi = len(rows) > 1
+        size = len(self.feature_names)
+        out: list[Sequence[Any]] = []
+        for i, row in enumerate(rows):
+            if type(row) is list and len(row) == size:
+                out.append(row)
+                continue
+            if not (type(row) is dict and self._required <= row.keys() <= self._allowed):
+                row = self._named(row, i if multi else None)  # raises on a bad row
+            out.append([row.get(name) for name in self.feature_names])
+        return out
+
     # ---------------------------------------------------------------------------- output
     def predict_records(self, rows: Sequence[Row]) -> list[dict[str, Any]]:
         """Predict a list of rows (mappings or positional lists); one dict per row."""
-        return self._predict(self.to_frame(rows))
+        if self._onnx is None:
+            return self._predict(self.to_frame(rows))
+        return self._predict_ordered(self._in_order(rows))
+
+    def predict_values(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        """Predict rows given as values in feature order (e.g. rows the API has validated)."""
+        return self.predict_records(rows)
+
+    def _predict_ordered(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        assert self._onnx is not None and self._feeds is not None
+        feeds = self._feeds.build(rows)
+        if feeds is None:  # the full checks name the problem (or pass what was merely unusual)
+            frame = self.to_frame(rows)
+            feeds = self._onnx.feeds_from_columns({n: frame[n].to_numpy() for n in frame.columns})
+        return self._from_onnx(feeds, len(rows))
+
+    def _from_onnx(self, feeds: dict[str, np.ndarray], count: int) -> list[dict[str, Any]]:
+        assert self._onnx is not None
+        labels, proba = self._onnx.run(feeds)
+        if self._uses_proba and proba is not None:
+            scores = np.asarray(proba, dtype=np.float64).reshape(count, -1)
+            sums = scores.sum(axis=1, keepdims=True)
+            if (sums > 0.0).all():  # false for NaN too
+                # float32 probabilities sum to 1 within ~1e-7; make that exact in float64
+                scores = scores / sums
+            if self._onnx_labels is None:  # a bundle exported before class_codes existed
+                codes = getattr(self.bundle.pipeline, "classes_", None)
+                return self._from_proba(scores, codes)
+            labels_, keys = self._onnx_labels
+            if np.isfinite(scores).all() and scores.min() >= 0.0 and scores.max() <= 1.0:
+                return _proba_rows(scores, labels_, keys)
+            return self._from_proba(scores, self._onnx_codes)
+        raw = np.asarray(labels).reshape(count, -1)[:, 0]
+        if self.is_classifier:
+            return [self._label_only(v) for v in raw.tolist()]
+        return [self._regression(v) for v in raw.astype(float).tolist()]
 
     def predict_frame(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
         """Predict the rows of a DataFrame that has (at least) the feature columns."""
@@ -215,6 +347,9 @@ class Predictor:
         return self.predict_records([row])[0]
 
     def _predict(self, X: pd.DataFrame) -> list[dict[str, Any]]:  # noqa: N803
+        if self._onnx is not None:
+            columns = {name: X[name].to_numpy() for name in self.feature_names}
+            return self._from_onnx(self._onnx.feeds_from_columns(columns), len(X))
         pipeline = self.bundle.pipeline
         if self.is_classifier and hasattr(pipeline, "predict_proba"):
             proba = np.asarray(pipeline.predict_proba(X), dtype=float)
@@ -231,6 +366,8 @@ class Predictor:
         codes = list(range(proba.shape[1])) if codes is None else list(np.asarray(codes).tolist())
         labels = [self._label(c) for c in codes]
         keys = [str(label) for label in labels]
+        if proba.size and np.isfinite(proba).all() and proba.min() >= 0.0 and proba.max() <= 1.0:
+            return _proba_rows(proba, labels, keys)  # the usual case: nothing to repair
         finite = np.isfinite(proba)
         safe = np.clip(np.where(finite, proba, -np.inf), 0.0, 1.0)
         safe[~finite] = -1.0  # never chosen over a real probability
@@ -276,137 +413,17 @@ class Predictor:
         return {"prediction": pred, "confidence": None, "probabilities": None, "interval": interval}
 
 
-# ------------------------------------------------------------------- per-kind coercion
-def _type_error(
-    pred: Predictor, info: FeatureInfo, column: pd.Series, bad: np.ndarray, multi: bool, hint: str
-) -> SchemaError:
-    row = int(np.argmax(bad))
-    value = column.iloc[row]
-    expected = {
-        "numeric": "must be a number",
-        "boolean": "must be true or false",
-        "datetime": "must be a date/time",
-        "text": "must be a string",
-    }
-    what = expected.get(info.kind, "has an unexpected value")
-    return pred._bad(info, row, multi, what, value, hint)
-
-
-def _coerce_numeric(
-    pred: Predictor, info: FeatureInfo, column: pd.Series, nulls: np.ndarray, multi: bool
-) -> pd.Series:
-    is_num = column.map(
-        lambda v: isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
-    ).to_numpy(dtype=bool)
-    bad = ~(is_num | nulls)
-    if bad.any():
-        raise _type_error(pred, info, column, bad, multi, _numeric_hint(info))
-    values = pd.to_numeric(column.where(~nulls, np.nan), errors="coerce").astype("float64")
-    arr = values.to_numpy()
-    out_of_range = ~nulls & ~(np.isfinite(arr) & (np.abs(arr) <= MAX_ABS_NUMERIC))
-    if out_of_range.any():
-        row = int(np.argmax(out_of_range))
-        raise pred._bad(
-            info,
-            row,
-            multi,
-            "must be a finite number",
-            column.iloc[row],
-            f"NaN, infinity and |x| > {MAX_ABS_NUMERIC:g} are refused; "
-            + ("send null for a missing value" if info.nullable else "send a value"),
+def _proba_rows(proba: np.ndarray, labels: list[Any], keys: list[str]) -> list[dict[str, Any]]:
+    """Result dicts from finite probabilities in [0, 1]."""
+    results = []
+    for top, row in zip(np.argmax(proba, axis=1).tolist(), proba.tolist(), strict=True):
+        probabilities = dict(zip(keys, row, strict=True))
+        results.append(
+            {
+                "prediction": labels[top],
+                "confidence": probabilities[keys[top]],
+                "probabilities": probabilities,
+                "interval": None,
+            }
         )
-    return values
-
-
-def _numeric_hint(info: FeatureInfo) -> str:
-    if info.minimum is not None and info.maximum is not None:
-        return f"training values ranged {info.minimum:g} to {info.maximum:g}"
-    return "send a JSON number"
-
-
-def _coerce_categorical(
-    pred: Predictor, info: FeatureInfo, column: pd.Series, nulls: np.ndarray, multi: bool
-) -> pd.Series:
-    if info.closed and info.categories is not None:
-        allowed = set(info.categories)
-        bad = ~nulls & ~column.map(lambda v: _hashable(v) and v in allowed).to_numpy(dtype=bool)
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise pred._bad(
-                info,
-                row,
-                multi,
-                "is not a known category",
-                column.iloc[row],
-                f"expected one of {list(info.categories)}",
-            )
-    else:
-        ok = column.map(lambda v: isinstance(v, str | int | bool)).to_numpy(dtype=bool)
-        bad = ~(ok | nulls)
-        if bad.any():
-            raise _type_error(pred, info, column, bad, multi, "send a string")
-    return column.astype(object).where(~nulls, np.nan)
-
-
-def _hashable(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool)
-
-
-def _coerce_boolean(
-    pred: Predictor, info: FeatureInfo, column: pd.Series, nulls: np.ndarray, multi: bool
-) -> pd.Series:
-    ok = column.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
-    bad = ~(ok | nulls)
-    if bad.any():
-        raise _type_error(pred, info, column, bad, multi, "send JSON true or false")
-    values = column.map(lambda v: None if _is_null(v) else bool(v))
-    if info.dtype == "bool" and not nulls.any():
-        return values.astype(bool)
-    return values.astype(object).where(~nulls, np.nan)
-
-
-def _coerce_datetime(
-    pred: Predictor, info: FeatureInfo, column: pd.Series, nulls: np.ndarray, multi: bool
-) -> pd.Series:
-    ok = column.map(lambda v: isinstance(v, str | datetime | date)).to_numpy(dtype=bool)
-    bad = ~(ok | nulls)
-    hint = "send an ISO 8601 string such as '2024-01-31T12:00:00'"
-    if bad.any():
-        raise _type_error(pred, info, column, bad, multi, hint)
-    values = column.map(lambda v: None if _is_null(v) else _to_utc_naive(v))
-    unparsed = ~nulls & values.isna().to_numpy(dtype=bool)
-    if unparsed.any():
-        row = int(np.argmax(unparsed))
-        raise pred._bad(info, row, multi, "is not a valid date/time", column.iloc[row], hint)
-    return pd.to_datetime(values)
-
-
-def _to_utc_naive(value: Any) -> pd.Timestamp | None:
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError, OverflowError):
-        return None
-    if stamp is pd.NaT:
-        return None
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return stamp
-
-
-def _coerce_object(
-    pred: Predictor, info: FeatureInfo, column: pd.Series, nulls: np.ndarray, multi: bool
-) -> pd.Series:
-    ok = column.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
-    bad = ~(ok | nulls)
-    if bad.any():
-        raise _type_error(pred, info, column, bad, multi, "send a string")
-    return column.astype(object).where(~nulls, np.nan)
-
-
-_COERCERS = {
-    "numeric": _coerce_numeric,
-    "categorical": _coerce_categorical,
-    "boolean": _coerce_boolean,
-    "datetime": _coerce_datetime,
-    "text": _coerce_object,
-}
+    return results

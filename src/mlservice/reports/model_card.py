@@ -35,6 +35,14 @@ _PLOT_STEMS = ("confusion_matrix", "roc_curve", "pr_curve", "calibration", "feat
                "residuals", "predicted_vs_actual")
 #: Every text of the card: key -> (Spanish, English).
 _LABELS: dict[str, tuple[str, str]] = {
+    "serving_runtime": ("Runtime de inferencia", "Serving runtime"),
+    "onnx_verified": (
+        "ONNX (onnxruntime), verificado contra scikit-learn en {rows} filas de test: "
+        "diferencia máxima {diff}, tolerancia {tol}",
+        "ONNX (onnxruntime), verified against scikit-learn on {rows} test rows: "
+        "max difference {diff}, tolerance {tol}",
+    ),
+    "onnx_not_used": ("scikit-learn (sin ONNX: {reason})", "scikit-learn (no ONNX: {reason})"),
     "general": ("Información General", "General Information"),
     "description": ("Descripción", "Description"),
     "training_data": ("Datos de Entrenamiento", "Training Data"),
@@ -324,7 +332,17 @@ def _architecture(meta: dict[str, Any], t: dict[str, str]) -> list[tuple[str, st
     rows = [(f"{t['preprocessing']} ({kind})", _steps(prep[kind])) for kind in kinds]
     rows.append((t["model_type"], _code(model.get("type"))))
     rows.append((t["estimator"], _code(model.get("estimator"))))
+    rows.append((t["serving_runtime"], _runtime(meta, t)))
     return rows
+
+
+def _runtime(meta: dict[str, Any], t: dict[str, str]) -> str:
+    onnx = _dict(meta.get("onnx"))
+    if onnx.get("verified"):
+        tol = ", ".join(f"{k} {v}" for k, v in _dict(onnx.get("tolerance")).items())
+        diff = f"{onnx.get('max_abs_diff') or 0:.2g}"
+        return t["onnx_verified"].format(rows=onnx.get("verified_rows"), diff=diff, tol=tol)
+    return t["onnx_not_used"].format(reason=onnx.get("reason") or "not exported")
 
 
 def _steps(steps: Any) -> str:

@@ -467,7 +467,11 @@ def train(
 
     def write_extras(tmp: Path, meta: dict[str, Any]) -> None:
         from mlservice.reports import render_plots, write_model_card
+        from mlservice.training.onnx_export import export_onnx
 
+        progress.stage("ONNX export")
+        # Never raises: a pipeline that does not convert or verify is served by scikit-learn.
+        export_onnx(model, X_test, task=task, out_dir=tmp, metadata=meta)
         progress.stage("plots and model card")
         plots_dir = tmp / "plots"
         plots_dir.mkdir()
