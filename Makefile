@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: bench demo test lint typecheck pytest serve-smoke system-deps install-demo install-dev clean
+.PHONY: audit soak bench demo test lint typecheck pytest serve-smoke system-deps install-demo install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,7 +56,21 @@ system-deps:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-compose chromium \
 	    >/dev/null; fi
 
-test: system-deps lint typecheck pytest serve-smoke
+# pip-audit of the installed set (.venv): network trouble never fails the build.
+# Report: reports/pip-audit.json (AUDIT_STRICT=1 fails on vulnerabilities with a released fix).
+audit: install-dev
+	@mkdir -p reports && rm -f reports/pip-audit.json
+	-timeout 300 $(BIN)/pip-audit --skip-editable --progress-spinner off --timeout 15 \
+		--format json --output reports/pip-audit.json
+	$(BIN)/python scripts/pip_audit_summary.py reports/pip-audit.json
+
+# Soak: wrk drives `mlservice serve` for SOAK_DURATION s (e.g. make soak SOAK_DURATION=60).
+SOAK_DURATION ?= 600
+soak: install-dev
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python -m bench.soak --duration $(SOAK_DURATION)
+
+test: system-deps lint typecheck pytest serve-smoke audit
 
 # Benchmarks (not part of `make test`): ratios against a baseline measured in the same run.
 bench: install-dev

@@ -122,7 +122,8 @@ def _rehash(path: Path, rel: str = MODEL_FILE) -> None:
 
 
 def _entries(directory: Path) -> set[str]:
-    return {p.name for p in directory.iterdir()}
+    """What a save leaves in a directory, apart from its lock file."""
+    return {p.name for p in directory.iterdir() if p.name != ".save.lock"}
 
 
 # --------------------------------------------------------------------------- round trip
@@ -572,3 +573,24 @@ def test_find_bundles_newest_first_filtered_and_skipping_non_bundles(
     assert [m["bundle_id"] for m in find_bundles(out, name="t")] == [new.name, old.name]
     assert [m["bundle_id"] for m in find_bundles(out, name="u")] == [other.name]
     assert find_bundles(out, name="zzz") == []
+
+
+def test_a_save_removes_a_killed_save_leftover(tmp_path: Path, iris: Any) -> None:
+    out = tmp_path / "models"
+    stale = out / ".tmp-bundle-killed"
+    (stale / "plots").mkdir(parents=True)
+    (stale / "model.skops").write_bytes(b"half written")
+    bundle = _save(out, iris[2])
+    assert not stale.exists()
+    assert _entries(out) == {bundle.name}
+
+
+def test_concurrent_saves_of_one_version_get_distinct_names(tmp_path: Path, iris: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = tmp_path / "models"
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        paths = list(pool.map(lambda _i: _save(out, iris[2]), range(3)))
+    assert len({p.name for p in paths}) == 3
+    for path in paths:
+        assert load_bundle(path).metadata["bundle_id"] == path.name

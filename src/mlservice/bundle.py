@@ -13,6 +13,7 @@ in ``TRUSTED_TYPES`` before skops deserializes anything.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -51,6 +52,8 @@ SCHEMA_VERSION = 1
 MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
 LATEST_LINK = "model_latest"
+_TMP_PREFIX = ".tmp-bundle-"
+_LOCK_FILE = ".save.lock"
 
 #: Types skops may construct beyond its own defaults. An explicit list: never ``trusted=True``.
 TRUSTED_TYPES: frozenset[str] = frozenset(
@@ -162,11 +165,26 @@ def save_bundle(
     ``write_extras(tmp_dir, metadata)`` may add files (plots, card, onnx) and fill metadata
     before the hashes are taken; on any error the temporary directory is removed.
     """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # One save at a time per output dir: the final name is chosen and taken under the lock, and
+    # any temp dir found while holding it is the leftover of a killed save.
+    with (output_dir / _LOCK_FILE).open("a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        for stale in output_dir.glob(f"{_TMP_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        return _save_locked(output_dir, pipeline, metadata, write_extras)
+
+
+def _save_locked(
+    output_dir: Path,
+    pipeline: Any,
+    metadata: dict[str, Any],
+    write_extras: Callable[[Path, dict[str, Any]], None] | None,
+) -> Path:
     import skops.io as sio
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     created = datetime.now(UTC)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-bundle-", dir=output_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=output_dir))
     try:
         final_name = _bundle_dir_name(str(metadata["version"]), created, output_dir)
         metadata = {

@@ -236,12 +236,37 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    limit_concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Answer 503 past this many connections or running requests."),
+    ] = None,
+    timeout_graceful_shutdown: Annotated[
+        int, typer.Option(min=0, help="Seconds in-flight requests get to finish when stopping.")
+    ] = 30,
+    shutdown_delay: Annotated[
+        float | None,
+        typer.Option(min=0, help="Seconds to keep serving after SIGTERM with readiness at 503."),
+    ] = None,
+    watch: Annotated[
+        float | None,
+        typer.Option(min=0, help="Seconds between checks of the bundle path for a new model."),
+    ] = None,
 ) -> None:
-    """Serve a bundle over HTTP (SPEC §5): /docs, /api/v1/predict, /metrics."""
+    """Serve a bundle over HTTP (SPEC §5): /docs, /api/v1/predict, /metrics, /admin/reload."""
     from mlservice.api.server import run_server
 
     console.print(f"serving {bundle} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
-    run_server(bundle, host=host, port=port, workers=workers, log_level=log_level)
+    run_server(
+        bundle,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        limit_concurrency=limit_concurrency,
+        timeout_graceful_shutdown=timeout_graceful_shutdown,
+        shutdown_delay_s=shutdown_delay,
+        watch_interval_s=watch,
+    )
 
 
 @app.command()

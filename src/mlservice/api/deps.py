@@ -1,4 +1,9 @@
-"""FastAPI dependencies as ``Annotated`` aliases: the loaded model and the API-key check."""
+"""FastAPI dependencies as ``Annotated`` aliases: the loaded model and the API-key checks.
+
+``ModelState.predictor`` is the one slot the routes read the model from, once per request (via
+``PredictorDep``); a hot reload replaces it with a single assignment, so a request in flight keeps
+the predictor it started with and the next one gets the new model.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,13 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from mlservice.api.errors import ModelUnavailableError, UnauthorizedError
+from mlservice.api.errors import ApiError, ModelUnavailableError, UnauthorizedError
 from mlservice.api.metrics import ApiMetrics
 from mlservice.api.settings import ApiSettings
 from mlservice.inference import Predictor
 
 __all__ = [
+    "ForbiddenError",
     "MetricsDep",
     "ModelState",
     "ModelStateDep",
@@ -25,6 +31,8 @@ __all__ = [
     "get_model_state",
     "get_predictor",
     "get_settings",
+    "refuse_admin",
+    "require_admin_key",
     "require_api_key",
 ]
 
@@ -34,14 +42,25 @@ _api_key_header = APIKeyHeader(
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`.")
 
 
+class ForbiddenError(ApiError):
+    status_code = 403
+    kind = "forbidden"
+
+
 @dataclass
 class ModelState:
-    """The model slot of one app: a predictor once loaded, else why not."""
+    """The model slot of one app: a predictor once loaded, else why not.
+
+    ``reload_error`` is why the last reload failed while ``predictor`` (the older model) still
+    serves; ``draining`` turns true when SIGTERM arrives (readiness answers 503 from then on).
+    """
 
     path: Path
     predictor: Predictor | None = None
     error: str = "the model is still loading"
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+    reload_error: str = ""
+    draining: bool = False
 
 
 def get_model_state(request: Request) -> ModelState:
@@ -96,3 +115,26 @@ def require_api_key(
         matched |= hmac.compare_digest(given, key.encode("utf-8"))
     if not matched:
         raise UnauthorizedError("invalid API key", headers={"WWW-Authenticate": "Bearer"})
+
+
+_ADMIN_OFF = (
+    "admin endpoints are disabled because no API keys are configured; put keys in the "
+    "variable named by serving.api_keys_env (default MLSERVICE_API_KEYS) and restart"
+)
+
+
+def refuse_admin() -> None:
+    """403: the admin routes of an app without API keys (an open admin API would let anyone
+    swap the model). Declares no security scheme, so the OpenAPI document shows no auth."""
+    raise ForbiddenError(_ADMIN_OFF)
+
+
+def require_admin_key(
+    state: ModelStateDep,
+    api_key: Annotated[str | None, Security(_api_key_header)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> None:
+    """Admin routes need a key: 403 without any keys configured, else as ``require_api_key``."""
+    if not state.api_keys:
+        raise ForbiddenError(_ADMIN_OFF)
+    require_api_key(state, api_key, bearer)

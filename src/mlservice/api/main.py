@@ -3,7 +3,9 @@
 The bundle's ``metadata.json`` is read cheaply when the app is built, to generate the typed
 request schema; the model itself is loaded and verified in the lifespan handler. A missing,
 corrupt or tampered bundle never stops the process: ``/health`` stays 200, ``/health/ready`` and
-the predict routes answer 503 with the reason.
+the predict routes answer 503 with the reason until a reload (``POST /admin/reload`` or the bundle
+watcher) brings a good bundle. Loading, hot reload and the SIGTERM drain live in
+``mlservice.api.lifecycle``.
 
 ``mlservice.api.main:app`` (for ``uvicorn``) is built lazily on first access from
 ``MLSERVICE_BUNDLE``; importing this module builds nothing.
@@ -22,10 +24,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 
 from mlservice.api.deps import ModelState, require_api_key
 from mlservice.api.errors import install_error_handlers
+from mlservice.api.lifecycle import ModelReloader, serving_lifecycle
 from mlservice.api.metrics import ApiMetrics
 from mlservice.api.middleware import (
     BodyGuardMiddleware,
@@ -33,10 +35,11 @@ from mlservice.api.middleware import (
     configure_json_logging,
 )
 from mlservice.api.routes import build_predict_router, health_router, model_router
+from mlservice.api.routes.admin import build_admin_router
 from mlservice.api.schemas import build_request_models
 from mlservice.api.settings import ApiSettings, settings_from_env
 from mlservice.bundle import load_metadata
-from mlservice.inference import FeatureInfo, Predictor
+from mlservice.inference import FeatureInfo
 
 __all__ = ["DOCS_OPENAPI_URL", "STATIC_URL", "create_app", "openapi_30"]
 
@@ -58,33 +61,6 @@ def _read_schema(path: Path) -> tuple[dict[str, Any] | None, tuple[FeatureInfo, 
         log.warning("cannot read the feature schema of the bundle: %s", exc)
         return None, None
     return meta, features or None
-
-
-def _public_reason(exc: BaseException, path: Path) -> str:
-    """The error message without server file paths (it is shown to clients)."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    for candidate in {str(path), str(path.absolute()), str(path.resolve())}:
-        text = text.replace(candidate, path.name)
-    return text
-
-
-def _load_model(state: ModelState, metrics: ApiMetrics, schema: tuple[str, ...] | None) -> None:
-    try:
-        predictor = Predictor.from_path(state.path)
-        if schema is not None and predictor.feature_names != schema:
-            raise RuntimeError("the bundle changed while the server started; restart it")
-    except Exception as exc:  # the process keeps serving liveness whatever went wrong
-        state.predictor = None
-        state.error = _public_reason(exc, state.path)
-        metrics.model_loaded.set(0)
-        log.error("model not loaded", extra={"fields": {"reason": state.error}})
-        return
-    state.predictor = predictor
-    state.error = ""
-    metrics.model_loaded.set(1)
-    log.info(
-        "model loaded", extra={"fields": {"model": predictor.name, "version": predictor.version}}
-    )
 
 
 def _include_task_routes(
@@ -151,12 +127,16 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
     metrics = ApiMetrics()
     state = ModelState(path=path, api_keys=settings.api_keys())
     configure_json_logging(settings.log_level)
-    schema = tuple(f.name for f in features) if features else None
+    reloader = ModelReloader(state, metrics, features=features, task=(meta or {}).get("task"))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(_load_model, state, metrics, schema)
-        yield
+        async with serving_lifecycle(
+            reloader,
+            watch_interval_s=settings.watch_interval_s,
+            shutdown_delay_s=settings.shutdown_delay_s,
+        ):
+            yield
 
     title = f"mlservice: {name}"
     app = FastAPI(
@@ -173,10 +153,12 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.model = state
+    app.state.reloader = reloader
 
     install_error_handlers(app, metrics)
     auth = [Depends(require_api_key)] if state.api_keys else []
     app.include_router(health_router)
+    app.include_router(build_admin_router(keys_configured=bool(state.api_keys)))
     app.include_router(model_router, dependencies=auth)
     app.include_router(build_predict_router(models), dependencies=auth)
     _include_task_routes(app, meta, models.named_example, auth)
@@ -197,7 +179,12 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
             allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, static_prefix=STATIC_URL)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        static_prefix=STATIC_URL,
+        draining=lambda: state.draining,
+    )
     return app
 
 

@@ -15,7 +15,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,14 +91,24 @@ def _state(scope: Scope) -> dict[str, Any]:
 
 
 class RequestContextMiddleware:
-    """Request id (echoed or generated), JSON access log, request count and latency."""
+    """Request id (echoed or generated), JSON access log, request count and latency.
+
+    While ``draining()`` is true (after SIGTERM) every answer also says ``Connection: close``, so
+    keep-alive clients reconnect, through the load balancer, to an instance that stays up.
+    """
 
     def __init__(
-        self, app: ASGIApp, *, metrics: ApiMetrics, static_prefix: str = "/static"
+        self,
+        app: ASGIApp,
+        *,
+        metrics: ApiMetrics,
+        static_prefix: str = "/static",
+        draining: Callable[[], bool] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.static_prefix = static_prefix
+        self.draining = draining
         self.log = logging.getLogger(ACCESS_LOGGER)
 
     def _route(self, scope: Scope) -> str:
@@ -129,6 +139,8 @@ class RequestContextMiddleware:
                 status = int(message["status"])
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
+                if self.draining is not None and self.draining():
+                    headers.append((b"connection", b"close"))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -11,6 +11,10 @@ config said at training time), then environment variables:
 ``MLSERVICE_MAX_BODY_BYTES``   largest request body
 ``MLSERVICE_REQUEST_TIMEOUT``  seconds a prediction may take before the API answers 504
 ``MLSERVICE_LOG_LEVEL``        level of the JSON request logs
+``MLSERVICE_WATCH_INTERVAL``   seconds between checks of the bundle path for a new model
+                               (hot reload); ``0`` (default) turns the watcher off
+``MLSERVICE_SHUTDOWN_DELAY``   seconds between SIGTERM and the end of accepting requests,
+                               during which ``/health/ready`` answers 503 (default ``0``)
 =============================  ==========================================================
 """
 
@@ -39,6 +43,8 @@ _ENV_FIELDS = {
     "MLSERVICE_MAX_BODY_BYTES": "max_body_bytes",
     "MLSERVICE_REQUEST_TIMEOUT": "request_timeout_s",
     "MLSERVICE_LOG_LEVEL": "log_level",
+    "MLSERVICE_WATCH_INTERVAL": "watch_interval_s",
+    "MLSERVICE_SHUTDOWN_DELAY": "shutdown_delay_s",
 }
 
 
@@ -54,6 +60,10 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     request_timeout_s: float = Field(30.0, gt=0)
     log_level: str = "info"
+    #: Seconds between two looks at the bundle path (``model_latest``) for a new model; 0: off.
+    watch_interval_s: float = Field(0.0, ge=0, le=3600)
+    #: Seconds readiness answers 503 after SIGTERM while requests are still served.
+    shutdown_delay_s: float = Field(0.0, ge=0, le=300)
 
     @field_validator("cors_origins")
     @classmethod

@@ -491,11 +491,7 @@ def train(
         output_dir=output_dir, pipeline=model, metadata=metadata, write_extras=write_extras
     )
     dataset.verify_unchanged()
-    promoted = False
-    if gate.passed:
-        promote_latest(bundle_path)
-        promoted = True
-    result = TrainResult(bundle_path, metadata, gate, promoted, warnings=notes)
+    result = TrainResult(bundle_path, metadata, gate, promoted=False, warnings=notes)
     result.metadata = {**metadata, "bundle_id": bundle_path.name}
 
     if config.tracking.enabled:
@@ -516,15 +512,21 @@ def train(
                 promote=gate.passed,
             )
         except TrackingError as exc:
-            result.tracking_error = str(exc)
+            # An untracked model is not promoted: the bundle stays as a complete candidate and
+            # model_latest keeps pointing at the last tracked champion.
+            result.tracking_error = f"{exc} model_latest was not moved."
             result.metadata = saved
             return result
         from mlservice.reports import render_model_card
 
         saved["mlflow"] = tracking
         card = render_model_card(saved, history=history)
+        # Rewritten BEFORE promotion, so a server never loads a bundle that is being edited.
         result.metadata = update_bundle_files(
             bundle_path, {"MODEL_CARD.md": card}, {"mlflow": tracking}
         )
         result.tracking = tracking
+    if gate.passed:
+        promote_latest(bundle_path)
+        result.promoted = True
     return result

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import Field
 
 from mlservice.api.deps import MetricsDep, ModelStateDep
 from mlservice.api.errors import error_response, request_id_of
 from mlservice.api.metrics import CONTENT_TYPE
 from mlservice.api.schemas import ErrorResponse, HealthResponse, ReadyResponse
 
-__all__ = ["router"]
+__all__ = ["ReadyDetailsResponse", "router"]
 
 router = APIRouter(tags=["health"])
+
+
+class ReadyDetailsResponse(ReadyResponse):
+    """Readiness, and why the last reload failed when it did (the model named here serves)."""
+
+    reload_error: str | None = Field(
+        None, description="Why the last reload was refused; absent when it succeeded."
+    )
 
 
 @router.get("/health", operation_id="health", summary="Liveness")
@@ -25,15 +34,31 @@ def health() -> HealthResponse:
     "/health/ready",
     operation_id="ready",
     summary="Readiness",
-    responses={503: {"model": ErrorResponse, "description": "No model loaded (with the reason)"}},
-    response_model=ReadyResponse,
+    responses={
+        503: {
+            "model": ErrorResponse,
+            "description": "No verified model loaded (with the reason), or shutting down",
+        }
+    },
+    response_model=ReadyDetailsResponse,
+    response_model_exclude_none=True,
 )
-def ready(request: Request, state: ModelStateDep) -> ReadyResponse | JSONResponse:
-    """200 with the model name and version once a verified model is loaded, 503 otherwise."""
-    if state.predictor is None:
-        # Not counted as an error: probes poll this endpoint by design.
+def ready(request: Request, state: ModelStateDep) -> ReadyDetailsResponse | JSONResponse:
+    """200 with the model name and version once a verified model is loaded; 503 before that,
+    and again from SIGTERM on (the process still finishes the requests it has)."""
+    predictor = state.predictor  # read once: a reload may swap it meanwhile
+    # Not counted as errors: probes poll this endpoint by design.
+    if state.draining:
+        return error_response(
+            503, "not ready: shutting down (SIGTERM received)", request_id=request_id_of(request)
+        )
+    if predictor is None:
         return error_response(503, f"not ready: {state.error}", request_id=request_id_of(request))
-    return ReadyResponse(model_name=state.predictor.name, model_version=state.predictor.version)
+    return ReadyDetailsResponse(
+        model_name=predictor.name,
+        model_version=predictor.version,
+        reload_error=state.reload_error or None,
+    )
 
 
 @router.get(
