@@ -121,7 +121,7 @@ async def _serving(request: Request) -> tuple[Predictor, ApiSettings, ApiMetrics
     One ``async`` dependency making plain calls: FastAPI runs ``def`` dependencies in its thread
     pool, one hop each. The model slot is read once, so a hot reload mid-request mixes nothing.
     """
-    predictor = get_predictor(get_model_state(request))
+    predictor = await get_predictor(await get_model_state(request))
     state = request.app.state
     return predictor, state.settings, state.metrics
 
