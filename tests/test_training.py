@@ -193,3 +193,32 @@ def test_same_seed_same_metrics(tmp_path: Path, penguins_csv: Path) -> None:
     second = train(make_config(tmp_path / "b", **{"data.source": str(penguins_csv)}))
     assert first.metadata["metrics"] == second.metadata["metrics"]
     assert first.metadata["split"] == second.metadata["split"]
+
+
+def test_api_predictor_and_mlflow_pyfunc_agree(tracked_penguins, penguins_csv: Path) -> None:
+    """The same rows through the HTTP API, the in-process Predictor and the MLflow model."""
+    import mlflow
+    from fastapi.testclient import TestClient
+
+    from mlservice.api.main import create_app
+    from mlservice.inference import Predictor
+
+    _tmp, config, result, _ = tracked_penguins
+    predictor = Predictor.from_path(result.bundle_path)
+    frame = pd.read_csv(penguins_csv)[list(predictor.feature_names)]
+    rows = [
+        {k: (None if pd.isna(v) else v) for k, v in row.items()}
+        for row in frame.to_dict(orient="records")
+    ]
+    with TestClient(create_app(result.bundle_path)) as client:
+        answer = client.post("/api/v1/predict/batch", json={"instances": rows})
+    assert answer.status_code == 200, answer.text
+    api_labels = [p["prediction"] for p in answer.json()["predictions"]]
+    local_labels = [p["prediction"] for p in predictor.predict_records(rows)]
+    mlflow.set_tracking_uri(config.tracking.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{config.name}@champion")
+    codes = np.asarray(model.predict(frame.astype({"year": "float64"})))
+    classes = predictor.classes
+    assert classes is not None
+    assert api_labels == local_labels == [classes[int(c)] for c in codes]
+    assert len(api_labels) == len(frame) == 344
