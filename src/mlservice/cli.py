@@ -7,9 +7,10 @@ Heavy layers (training, MLflow, plots) are imported inside the commands that nee
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -70,6 +71,19 @@ class _RichProgress:
     def advance(self) -> None:
         if self._task is not None:
             self._progress.advance(self._task)
+
+
+@contextlib.contextmanager
+def training_progress(console: Console | None = None) -> Iterator[_RichProgress]:
+    """The Rich display of a training run (on stderr by default) as a training ``Progress``."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err_console if console is None else console,
+    ) as progress:
+        yield _RichProgress(progress)
 
 
 def _load_config(path: Path, overrides: list[str] | None = None) -> Any:
@@ -140,15 +154,8 @@ def train(
     cfg = _load_config(config, set_)
     from mlservice.training import train as run_training
 
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    ) as progress:
-        result = run_training(cfg, progress=_RichProgress(progress))
+    with training_progress() as progress:
+        result = run_training(cfg, progress=progress)
     _report_training(result)
 
 
@@ -294,14 +301,8 @@ def demo(
     cfg = _load_config(config_path, set_)
     from mlservice.training import train as run_training
 
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    ) as progress:
-        result = run_training(cfg, progress=_RichProgress(progress))
+    with training_progress() as progress:
+        result = run_training(cfg, progress=progress)
     _report_training(result)
     if serve_after:
         serve(result.bundle_path, host="127.0.0.1", port=port, workers=1, log_level="info")

@@ -136,20 +136,12 @@ def _run(
     overlay = write_overlay(result, config_path, cfg.model_type)
     console.print(f"best params written to {overlay}")
     if train_best:
-        from rich.progress import SpinnerColumn
-
-        from mlservice.cli import _report_training, _RichProgress
+        from mlservice.cli import _report_training, training_progress
         from mlservice.training import train
 
         best_config = config_with_params(cfg, result.best_params)
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-        ) as progress:
-            trained = train(best_config, progress=_RichProgress(progress))
+        with training_progress(err_console) as progress:
+            trained = train(best_config, progress=progress)
         _report_training(trained)  # exit 3 when the targets are not met
 
 

@@ -20,7 +20,14 @@ from mlservice.errors import SchemaError
 if TYPE_CHECKING:
     from mlservice.inference.predictor import FeatureInfo, Predictor
 
-__all__ = ["COERCERS", "MAX_ABS_NUMERIC", "Coercer", "coerce_object", "is_null"]
+__all__ = [
+    "COERCERS",
+    "MAX_ABS_NUMERIC",
+    "Coercer",
+    "coerce_object",
+    "is_null",
+    "to_utc_naive",
+]
 
 #: Numeric inputs beyond this magnitude are refused: they are never real tabular values, and
 #: models that cast to float32 (trees) would overflow on them.
@@ -137,7 +144,7 @@ def _coerce_datetime(
     hint = "send an ISO 8601 string such as '2024-01-31T12:00:00'"
     if bad.any():
         raise _type_error(pred, info, column, bad, multi, hint)
-    values = column.map(lambda v: None if is_null(v) else _to_utc_naive(v))
+    values = column.map(lambda v: None if is_null(v) else to_utc_naive(v))
     unparsed = ~nulls & values.isna().to_numpy(dtype=bool)
     if unparsed.any():
         row = int(np.argmax(unparsed))
@@ -145,7 +152,8 @@ def _coerce_datetime(
     return pd.to_datetime(values)
 
 
-def _to_utc_naive(value: Any) -> pd.Timestamp | None:
+def to_utc_naive(value: Any) -> pd.Timestamp | None:
+    """``value`` as a naive UTC timestamp (aware ones converted), or None when it does not parse."""
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError, OverflowError):

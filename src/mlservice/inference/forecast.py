@@ -24,6 +24,7 @@ import pandas as pd
 
 from mlservice.bundle import Bundle
 from mlservice.errors import SchemaError
+from mlservice.inference.coercion import to_utc_naive
 from mlservice.inference.predictor import Predictor
 from mlservice.pipelines.timeseries import SeriesSpec, add_series_features, future_times
 
@@ -54,15 +55,7 @@ def _is_number(value: Any) -> bool:
 def _to_timestamp(value: Any) -> pd.Timestamp | None:
     if not isinstance(value, str | pd.Timestamp) and not hasattr(value, "isoformat"):
         return None
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError, OverflowError):
-        return None
-    if stamp is pd.NaT:
-        return None
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return stamp
+    return to_utc_naive(value)
 
 
 class Forecaster:

@@ -14,10 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlservice.api.deps import MetricsDep, PredictorDep, SettingsDep
 from mlservice.api.errors import ERROR_RESPONSES, ApiError, BatchTooLargeError
-from mlservice.api.routes._offload import run_model_call
-from mlservice.errors import SchemaError
+from mlservice.api.routes._offload import per_predictor, run_model_call
 from mlservice.inference.forecast import FORECAST_METHOD, Forecaster, example_request
-from mlservice.inference.predictor import Predictor
 
 __all__ = [
     "MAX_HORIZON",
@@ -87,19 +85,7 @@ def _example(meta: Mapping[str, Any] | None) -> dict[str, Any]:
 def build_forecast_router(meta: Mapping[str, Any] | None = None) -> APIRouter:
     """The forecast route; ``meta`` (bundle metadata, optional) only shapes the /docs example."""
     router = APIRouter(prefix="/api/v1", tags=["forecast"])
-    cache: dict[int, tuple[Predictor, Forecaster]] = {}
-
-    def forecaster_of(predictor: Predictor) -> Forecaster:
-        hit = cache.get(id(predictor))
-        if hit is not None and hit[0] is predictor:
-            return hit[1]
-        try:
-            forecaster = Forecaster(predictor)
-        except SchemaError as exc:
-            raise WrongTaskError(str(exc)) from exc
-        cache.clear()
-        cache[id(predictor)] = (predictor, forecaster)
-        return forecaster
+    forecaster_of = per_predictor(Forecaster, WrongTaskError)
 
     example = {"history": {"summary": "Recent history", "value": _example(meta)}}
 

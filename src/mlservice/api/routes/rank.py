@@ -14,10 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlservice.api.deps import MetricsDep, PredictorDep, SettingsDep
 from mlservice.api.errors import ERROR_RESPONSES, BatchTooLargeError
-from mlservice.api.routes._offload import run_model_call
+from mlservice.api.routes._offload import per_predictor, run_model_call
 from mlservice.api.routes.forecast import WrongTaskError
-from mlservice.errors import SchemaError
-from mlservice.inference.predictor import Predictor
 from mlservice.inference.ranking import Ranker
 
 __all__ = [
@@ -83,19 +81,7 @@ def _examples(example_row: Mapping[str, Any] | None) -> dict[str, Any]:
 def build_rank_router(example_row: Mapping[str, Any] | None = None) -> APIRouter:
     """The rank route; ``example_row`` (a candidate by feature name) only shapes /docs."""
     router = APIRouter(prefix="/api/v1", tags=["rank"])
-    cache: dict[int, tuple[Predictor, Ranker]] = {}
-
-    def ranker_of(predictor: Predictor) -> Ranker:
-        hit = cache.get(id(predictor))
-        if hit is not None and hit[0] is predictor:
-            return hit[1]
-        try:
-            ranker = Ranker(predictor)
-        except SchemaError as exc:
-            raise WrongTaskError(str(exc)) from exc
-        cache.clear()
-        cache[id(predictor)] = (predictor, ranker)
-        return ranker
+    ranker_of = per_predictor(Ranker, WrongTaskError)
 
     @router.post(
         "/rank",
