@@ -175,7 +175,8 @@ def test_unreachable_tracking_server_fails_fast_and_keeps_bundle(
     assert result.tracking_error is not None and "unreachable" in result.tracking_error
     assert str(result.bundle_path) in result.tracking_error or result.bundle_path.is_dir()
     load_bundle(result.bundle_path)  # complete and valid
-    leftovers = [p.name for p in Path(config.output.dir).iterdir() if p.name.startswith(".")]
+    out = Path(config.output.dir)
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".") and p.suffix != ".lock"]
     assert leftovers == []
 
 
