@@ -13,6 +13,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -263,3 +264,43 @@ def test_text_column_beats_numeric_only_and_serves() -> None:
     )
     np.testing.assert_array_equal(served.predict(new), with_text.predict(new))
     assert list(served.predict(new)) == ["sports", "tech"]
+
+
+def test_text_column_trains_and_serves_through_mlservice(tmp_path: Path) -> None:
+    """`preprocessing.text.embed: minilm` end to end: train() → bundle → HTTP API."""
+    from fastapi.testclient import TestClient
+
+    from mlservice.api.main import create_app
+    from mlservice.bundle import load_metadata
+    from mlservice.config import parse_config
+    from mlservice.training import train
+
+    csv = tmp_path / "bbc.csv"
+    _bbc_news(per_topic=30).to_csv(csv, index=False)
+    config = parse_config(
+        {
+            "name": "bbc-topics",
+            "task": "classification",
+            "data": {"source": str(csv), "target": "topic",
+                     "column_types": {"headline": "text"}},
+            "preprocessing": {"text": {"embed": "minilm"}},
+            "model": {"type": "logistic_regression", "params": {"C": 10.0}},
+            "cv": {"folds": 2},
+            "targets": {"accuracy": ">= 0.6"},
+            "tracking": {"enabled": False},
+            "output": {"dir": str(tmp_path / "models")},
+        }
+    )
+    result = train(config, base_dir=tmp_path)
+    assert result.gate.passed, result.gate.rows
+    meta = load_metadata(result.bundle_path)
+    assert "sentence_transformers" in meta["requirements"]
+    assert {f["name"]: f["type"] for f in meta["features"]}["headline"] == "text"
+    with TestClient(create_app(result.bundle_path)) as client:
+        answer = client.post(
+            "/api/v1/predict",
+            json={"features": {"headline": "Chelsea striker scores twice in cup win",
+                               "words": 250}},
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["prediction"] == "sports"

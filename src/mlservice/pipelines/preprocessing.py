@@ -12,7 +12,6 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, R
 from sklearn.preprocessing import StandardScaler as _StandardScaler
 
 from mlservice.config import PreprocessingConfig
-from mlservice.errors import MissingExtraError
 from mlservice.pipelines.features import DatetimeFeatures
 
 __all__ = ["build_preprocessor"]
@@ -53,9 +52,10 @@ def _categorical(config: PreprocessingConfig) -> Pipeline:
 
 def _text(config: PreprocessingConfig) -> Any:
     if config.text.embed == "minilm":
-        raise MissingExtraError(
-            "preprocessing.text.embed: minilm needs the text extra: pip install 'mlservice[text]'"
-        )
+        # Light import: the model itself loads on first fit/transform ([text] extra).
+        from mlservice.llm.embeddings import TextEmbedder
+
+        return TextEmbedder(model_name="minilm")
     return TfidfVectorizer(max_features=config.text.max_features)
 
 

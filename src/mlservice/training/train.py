@@ -394,6 +394,8 @@ def train(
     estimator_cls = type(final)
     module_root = estimator_cls.__module__.split(".")[0]
     requirements = [module_root] if module_root in ("lightgbm", "xgboost") else []
+    if config.preprocessing.text.embed == "minilm" and "text" in types.values():
+        requirements.append("sentence_transformers")  # a serving install without [text] refuses
     versions = {
         "python": platform.python_version(),
         "mlservice": _version("mlservice") or "unknown",
