@@ -14,6 +14,17 @@ from mlservice.config import Config, parse_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+#: One valid penguins row in the API's named form (shared by the serving tests).
+PENGUIN_ROW: dict[str, Any] = {
+    "island": "Biscoe",
+    "bill_length_mm": 45.1,
+    "bill_depth_mm": 14.5,
+    "flipper_length_mm": 215.0,
+    "body_mass_g": 5000.0,
+    "sex": "female",
+    "year": 2008,
+}
+
 
 def make_config(tmp: Path, **overrides: Any) -> Config:
     """A small valid penguins config rooted in ``tmp`` (tracking off unless overridden)."""

@@ -21,17 +21,10 @@ from mlservice.api.middleware import JsonFormatter
 from mlservice.bundle import Bundle
 from mlservice.errors import ConfigError
 from mlservice.inference import Predictor
+from tests.conftest import PENGUIN_ROW
 
 HINT = "See GET /api/v1/model for the feature schema."
-GOOD: dict[str, Any] = {
-    "island": "Biscoe",
-    "bill_length_mm": 45.1,
-    "bill_depth_mm": 14.5,
-    "flipper_length_mm": 215.0,
-    "body_mass_g": 5000.0,
-    "sex": "female",
-    "year": 2008,
-}
+GOOD: dict[str, Any] = PENGUIN_ROW
 NAMES = list(GOOD)
 
 

@@ -19,19 +19,13 @@ import httpx
 import pandas as pd
 import pytest
 
+from tests.conftest import PENGUIN_ROW
+
 pytestmark = pytest.mark.e2e
 
 API_KEY = "e2e-secret-key"
 AUTH = {"X-API-Key": API_KEY}
-GOOD: dict[str, Any] = {
-    "island": "Biscoe",
-    "bill_length_mm": 45.1,
-    "bill_depth_mm": 14.5,
-    "flipper_length_mm": 215.0,
-    "body_mass_g": 5000.0,
-    "sex": "female",
-    "year": 2008,
-}
+GOOD: dict[str, Any] = PENGUIN_ROW
 _STARTUP_TIMEOUT_S = 60.0
 _POLL_S = 0.1
 

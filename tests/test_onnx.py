@@ -38,6 +38,7 @@ from mlservice.inference.onnx_runtime import (
 )
 from mlservice.pipelines import build_pipeline
 from mlservice.training.onnx_export import PROBA_ATOL, export_onnx
+from tests.conftest import PENGUIN_ROW
 
 PENGUIN_TYPES = {
     "island": "categorical",
@@ -48,15 +49,7 @@ PENGUIN_TYPES = {
     "sex": "categorical",
     "year": "numeric",
 }
-GOOD: dict[str, Any] = {
-    "island": "Biscoe",
-    "bill_length_mm": 45.1,
-    "bill_depth_mm": 14.5,
-    "flipper_length_mm": 215.0,
-    "body_mass_g": 5000.0,
-    "sex": "female",
-    "year": 2008,
-}
+GOOD: dict[str, Any] = PENGUIN_ROW
 
 
 def _split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -18,16 +18,9 @@ from mlservice.data import build_feature_specs
 from mlservice.errors import SchemaError
 from mlservice.inference import Predictor
 from mlservice.pipelines import build_pipeline
+from tests.conftest import PENGUIN_ROW
 
-GOOD_ROW: dict[str, Any] = {
-    "island": "Biscoe",
-    "bill_length_mm": 45.1,
-    "bill_depth_mm": 14.5,
-    "flipper_length_mm": 215.0,
-    "body_mass_g": 5000.0,
-    "sex": "female",
-    "year": 2008,
-}
+GOOD_ROW: dict[str, Any] = PENGUIN_ROW
 
 
 @pytest.fixture(scope="module")

@@ -38,10 +38,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "TRUSTED_TYPES",
     "Bundle",
+    "check_requirements",
     "find_bundles",
     "load_bundle",
     "load_metadata",
+    "load_pipeline",
     "promote_latest",
+    "read_verified_metadata",
     "resolve_bundle_path",
     "save_bundle",
     "sha256_file",
@@ -369,8 +372,10 @@ def resolve_bundle_path(path: str | Path) -> Path:
     return path.resolve()
 
 
-def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
-    """Load a bundle after checking its schema version, file hashes and skops types."""
+def read_verified_metadata(
+    path: str | Path, *, verify: bool = True
+) -> tuple[Path, dict[str, Any]]:
+    """The real bundle directory and its metadata, schema version and file hashes checked."""
     real = resolve_bundle_path(path)
     metadata = load_metadata(real)
     version = metadata.get("schema_version")
@@ -381,8 +386,25 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
         )
     if verify:
         _verify_files(real, metadata)
-    _check_requirements(real, metadata)
-    pipeline = _load_skops(real, real / MODEL_FILE)
+    return real, metadata
+
+
+# Public names for the serving layer's lazy loader (inference/lazy_bundle.py).
+def check_requirements(path: Path, metadata: dict[str, Any]) -> None:
+    """Refuse a bundle whose libraries are not installed, naming the pip command."""
+    _check_requirements(path, metadata)
+
+
+def load_pipeline(path: Path, model_path: Path) -> Any:
+    """Deserialize ``model.skops`` after the zip/schema and type-allowlist checks."""
+    return _load_skops(path, model_path)
+
+
+def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
+    """Load a bundle after checking its schema version, file hashes and skops types."""
+    real, metadata = read_verified_metadata(path, verify=verify)
+    check_requirements(real, metadata)
+    pipeline = load_pipeline(real, real / MODEL_FILE)
     return Bundle(path=real, metadata=metadata, pipeline=pipeline)
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_target",
+    "reject_wildcard_origins",
 ]
 
 Task = Literal["classification", "regression", "time_series", "ranking"]
@@ -212,6 +213,13 @@ class SearchParam(_Strict):
         return self
 
 
+def reject_wildcard_origins(value: list[str]) -> list[str]:
+    """CORS origins must be listed: ``*`` would open the API to every site."""
+    if "*" in value:
+        raise ValueError("'*' opens the API to every site; list the origins you serve")
+    return value
+
+
 class CVConfig(_Strict):
     folds: int = Field(5, ge=2, le=50)
     enabled: bool = True
@@ -251,9 +259,7 @@ class ServingConfig(_Strict):
     @field_validator("cors_origins")
     @classmethod
     def _no_wildcard(cls, value: list[str]) -> list[str]:
-        if "*" in value:
-            raise ValueError("'*' opens the API to every site; list the origins you serve")
-        return value
+        return reject_wildcard_origins(value)
 
 
 class LLMConfig(_Strict):

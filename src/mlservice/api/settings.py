@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlservice.bundle import load_metadata
-from mlservice.config import ServingConfig
+from mlservice.config import ServingConfig, reject_wildcard_origins
 from mlservice.errors import BundleError, ConfigError
 
 __all__ = ["DEFAULT_BUNDLE", "ENV_PREFIX", "ApiSettings", "settings_from_env"]
@@ -68,9 +68,7 @@ class ApiSettings(BaseModel):
     @field_validator("cors_origins")
     @classmethod
     def _no_wildcard(cls, value: list[str]) -> list[str]:
-        if "*" in value:
-            raise ValueError("'*' opens the API to every site; list the origins you serve")
-        return value
+        return reject_wildcard_origins(value)
 
     def api_keys(self, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
         """The configured API keys (empty: authentication is off)."""

@@ -120,10 +120,6 @@ class BatchScorer:
             names += ["interval_lower", "interval_upper"]
         return names
 
-    @property
-    def output_columns(self) -> list[str]:
-        return [*self.id_columns, *self._output_names()]
-
     def _label(self, code: Any) -> Any:
         classes = self.predictor.classes
         assert classes is not None

@@ -19,13 +19,10 @@ from typing import Any
 
 from mlservice.bundle import (
     MODEL_FILE,
-    SCHEMA_VERSION,
     Bundle,
-    _check_requirements,
-    _load_skops,
-    _verify_files,
-    load_metadata,
-    resolve_bundle_path,
+    check_requirements,
+    load_pipeline,
+    read_verified_metadata,
     sha256_file,
 )
 from mlservice.errors import BundleError
@@ -68,19 +65,11 @@ class LazyBundle(Bundle):
                 f"bundle {self.path.name!r}: file {MODEL_FILE!r} does not match its recorded "
                 "sha256 (it changed after the bundle was opened); re-train or restore it"
             )
-        _check_requirements(self.path, self.metadata)
-        return _load_skops(self.path, model_path)
+        check_requirements(self.path, self.metadata)
+        return load_pipeline(self.path, model_path)
 
 
 def open_verified_bundle(path: str | Path) -> LazyBundle:
     """Schema version and every file's hash checked now; the pipeline deserialized on use."""
-    real = resolve_bundle_path(path)
-    metadata = load_metadata(real)
-    version = metadata.get("schema_version")
-    if type(version) is not int or version != SCHEMA_VERSION:
-        raise BundleError(
-            f"bundle {str(path)!r} has schema_version {version!r}, this mlservice reads "
-            f"{SCHEMA_VERSION}. Re-train it with this version of mlservice."
-        )
-    _verify_files(real, metadata)
+    real, metadata = read_verified_metadata(path)
     return LazyBundle(real, metadata)

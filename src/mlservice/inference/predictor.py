@@ -102,7 +102,6 @@ class Predictor:
         missing = [n for n in self.feature_names if n not in by_name]
         if missing:
             raise SchemaError(f"bundle metadata lists feature_names {missing} without a schema")
-        self._by_name = by_name
         self._ordered = tuple(by_name[n] for n in self.feature_names)
         self._required = frozenset(f.name for f in self._ordered if not f.nullable)
         self._allowed = frozenset(self.feature_names)
