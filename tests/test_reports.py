@@ -438,3 +438,22 @@ def test_write_model_card_is_atomic_and_matches_render(tmp_path: Path) -> None:
     assert path == tmp_path / "MODEL_CARD.md"
     assert path.read_text(encoding="utf-8") == render_model_card(meta, lang="en")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["MODEL_CARD.md"]  # no temp file left
+
+
+def test_card_names_the_onnx_runtime_and_folded_trees() -> None:
+    meta = _metadata()
+    meta["onnx"] = {
+        "converted": True,
+        "verified": True,
+        "verified_rows": 69,
+        "max_abs_diff": 3.5e-7,
+        "tolerance": {"probabilities_atol": 1e-4, "labels": "equal"},
+        "optimizations": {"constant_trees_folded": 349},
+    }
+    card = render_model_card(meta, lang="en")
+    assert "ONNX (onnxruntime), verified against scikit-learn on 69 test rows" in card
+    assert "349 constant trees folded into the graph's base values" in card
+    meta["onnx"]["optimizations"] = {"constant_trees_folded": 0}
+    assert "constant trees folded" not in render_model_card(meta, lang="en")
+    meta["onnx"] = {"converted": False, "verified": False, "reason": "conversion failed: X"}
+    assert "scikit-learn (no ONNX: conversion failed: X)" in render_model_card(meta, lang="en")

@@ -43,6 +43,10 @@ _LABELS: dict[str, tuple[str, str]] = {
         "max difference {diff}, tolerance {tol}",
     ),
     "onnx_not_used": ("scikit-learn (sin ONNX: {reason})", "scikit-learn (no ONNX: {reason})"),
+    "onnx_folded": (
+        "; {count} árboles constantes sumados a los valores base del grafo",
+        "; {count} constant trees folded into the graph's base values",
+    ),
     "general": ("Información General", "General Information"),
     "description": ("Descripción", "Description"),
     "training_data": ("Datos de Entrenamiento", "Training Data"),
@@ -341,7 +345,11 @@ def _runtime(meta: dict[str, Any], t: dict[str, str]) -> str:
     if onnx.get("verified"):
         tol = ", ".join(f"{k} {v}" for k, v in _dict(onnx.get("tolerance")).items())
         diff = f"{onnx.get('max_abs_diff') or 0:.2g}"
-        return t["onnx_verified"].format(rows=onnx.get("verified_rows"), diff=diff, tol=tol)
+        text = t["onnx_verified"].format(rows=onnx.get("verified_rows"), diff=diff, tol=tol)
+        folded = _dict(onnx.get("optimizations")).get("constant_trees_folded")
+        if isinstance(folded, int) and folded > 0:
+            text += t["onnx_folded"].format(count=folded)
+        return text
     return t["onnx_not_used"].format(reason=onnx.get("reason") or "not exported")
 
 

@@ -6,6 +6,11 @@ result with the serving code (``mlservice.inference.onnx_runtime``) on the test 
 stated tolerance. ``metadata["onnx"]`` records the outcome either way; a pipeline that does not
 convert or verify is served by scikit-learn and the model card says why.
 
+Tree ensembles get their constant (single-leaf) trees folded into ``base_values`` first
+(``onnx_optimize.fold_constant_trees``). It is the folded graph that is verified and written;
+when it does not verify (or onnxruntime refuses it) the unfolded graph is verified and written
+instead, so the optimization never costs a servable export.
+
 Two skl2onnx 1.20 traps are handled here:
 
 * a ``SimpleImputer`` on string columns with ``missing_values=nan`` does not convert. The graph
@@ -255,6 +260,17 @@ def _convert(pipeline: Any, kinds: list[tuple[str, str]]) -> tuple[bytes, dict[s
     return model.SerializeToString(), outputs
 
 
+def _fold(data: bytes) -> tuple[bytes, int]:
+    """``data`` with its constant trees folded, and how many were (``data`` itself when none)."""
+    import onnx
+
+    from mlservice.training.onnx_optimize import fold_constant_trees
+
+    model = onnx.load_model_from_string(data)
+    folded = fold_constant_trees(model)
+    return (model.SerializeToString(), folded) if folded else (data, 0)
+
+
 def _regression_check(onnx_values: np.ndarray, sk_values: np.ndarray) -> tuple[float, float]:
     diff = np.abs(onnx_values - sk_values)
     scale = np.maximum(np.abs(sk_values), float(np.mean(np.abs(sk_values))) or 1.0)
@@ -308,6 +324,17 @@ def _verify(
     return result
 
 
+def _verify_bytes(
+    pipeline: Any, data: bytes, sample: pd.DataFrame, task: str, info: dict[str, Any]
+) -> dict[str, Any]:
+    """``_verify`` on the graph ``data``; a graph onnxruntime refuses is not verified."""
+    try:
+        model = OnnxModel.from_bytes(data, onnx_meta=info)
+        return _verify(pipeline, model, sample, task)
+    except Exception as exc:  # a graph onnxruntime refuses is an unverified export
+        return {"verified": False, "reason": f"verification failed: {_short(exc)}"}
+
+
 def _short(exc: BaseException) -> str:
     text = (str(exc).strip().splitlines() or [""])[0]
     text = f"{type(exc).__name__}: {text}" if not isinstance(exc, _UnsupportedError) else text
@@ -328,6 +355,13 @@ def export_onnx(
     ``verified``, ``max_abs_diff``, ``tolerance``, ``opset``, ``inputs``, ``outputs`` and a
     ``reason`` when it is not served by ONNX. Conversion problems never raise: the bundle is
     then served by scikit-learn.
+
+    Once converted, ``optimizations`` records ``constant_trees_folded``: the number of
+    single-leaf trees folded out of the verified (and written) graph; ``0`` when there was
+    nothing to fold, when the folded graph was not used, or when nothing verified. The
+    verification fields always describe the graph that was written (or the unfolded one when
+    none was). ``optimizations["fallback"]`` says why the fold was not used when folding raised,
+    or when the folded graph failed verification but the unfolded one passed.
     """
     info: dict[str, Any] = {
         "converted": False,
@@ -359,14 +393,28 @@ def export_onnx(
     if sample.empty:
         info["reason"] = "no test rows to verify the ONNX model on"
         return info
+    optimizations: dict[str, Any] = {"constant_trees_folded": 0}
+    info["optimizations"] = optimizations
+    candidates = [(data, 0)]
     try:
-        model = OnnxModel.from_bytes(data, onnx_meta=info)
-        info.update(_verify(pipeline, model, sample, task))
-    except Exception as exc:  # a graph onnxruntime refuses is an unverified export
-        info["reason"] = f"verification failed: {_short(exc)}"
-        return info
+        folded_data, folded = _fold(data)
+    except Exception as exc:  # an optimization problem never costs the export
+        optimizations["fallback"] = f"folding constant trees failed: {_short(exc)}"
+    else:
+        if folded:
+            candidates.insert(0, (folded_data, folded))
+    rejected = None  # why the folded graph did not verify
+    for payload, folded in candidates:
+        result = _verify_bytes(pipeline, payload, sample, task, info)
+        if result["verified"] or not folded:
+            break
+        rejected = f"the graph with {folded} constant trees folded was not used: {result['reason']}"
+    info.update(result)
     if info["verified"]:
-        (out_dir / ONNX_FILE).write_bytes(data)
+        (out_dir / ONNX_FILE).write_bytes(payload)
         info["file"] = ONNX_FILE
         info.pop("reason", None)
+        optimizations["constant_trees_folded"] = folded
+        if rejected is not None:  # the unfolded graph verified: the fold was the problem
+            optimizations["fallback"] = rejected
     return info
