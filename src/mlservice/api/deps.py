@@ -31,6 +31,7 @@ __all__ = [
     "get_model_state",
     "get_predictor",
     "get_settings",
+    "key_matches",
     "refuse_admin",
     "require_admin_key",
     "require_api_key",
@@ -97,6 +98,15 @@ async def get_predictor(state: ModelStateDep) -> Predictor:
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 
+def key_matches(token: str, keys: tuple[str, ...]) -> bool:
+    """Whether ``token`` is one of ``keys``, compared in constant time."""
+    given = token.encode("utf-8", "surrogateescape")
+    matched = False
+    for key in keys:  # no early exit: the time taken does not tell which key is close
+        matched |= hmac.compare_digest(given, key.encode("utf-8"))
+    return matched
+
+
 async def require_api_key(
     state: ModelStateDep,
     api_key: Annotated[str | None, Security(_api_key_header)] = None,
@@ -111,11 +121,7 @@ async def require_api_key(
             "missing API key: send it in the X-API-Key header or as 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    given = token.encode("utf-8", "surrogateescape")
-    matched = False
-    for key in state.api_keys:  # no early exit: the time taken does not tell which key is close
-        matched |= hmac.compare_digest(given, key.encode("utf-8"))
-    if not matched:
+    if not key_matches(token, state.api_keys):
         raise UnauthorizedError("invalid API key", headers={"WWW-Authenticate": "Bearer"})
 
 

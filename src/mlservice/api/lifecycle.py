@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -302,10 +303,21 @@ class _DrainOnSigterm:
 
 @contextlib.asynccontextmanager
 async def serving_lifecycle(
-    reloader: ModelReloader, *, watch_interval_s: float, shutdown_delay_s: float
+    reloader: ModelReloader,
+    *,
+    watch_interval_s: float,
+    shutdown_delay_s: float,
+    switch_interval_s: float | None = None,
 ) -> AsyncIterator[None]:
-    """Load the model, then run the watcher and the SIGTERM hook until the app shuts down."""
+    """Load the model, then run the watcher and the SIGTERM hook until the app shuts down.
+
+    ``switch_interval_s`` is the interpreter's thread switch interval while serving (see
+    ``ApiSettings.switch_interval_s``); the previous one is restored at shutdown.
+    """
     await run_in_threadpool(reloader.reload, trigger="startup")
+    previous_interval = sys.getswitchinterval()
+    if switch_interval_s is not None:
+        sys.setswitchinterval(switch_interval_s)
     tasks: list[asyncio.Task[None]] = []
     if watch_interval_s > 0:
         tasks.append(asyncio.create_task(_watch(reloader, watch_interval_s)))
@@ -315,6 +327,7 @@ async def serving_lifecycle(
     try:
         yield
     finally:
+        sys.setswitchinterval(previous_interval)
         drain.uninstall()
         for task in tasks:
             task.cancel()

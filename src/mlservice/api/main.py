@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 
 from mlservice.api.deps import ModelState, require_api_key
 from mlservice.api.errors import install_error_handlers
+from mlservice.api.fast_path import FastPredictMiddleware
 from mlservice.api.lifecycle import ModelReloader, serving_lifecycle
 from mlservice.api.metrics import ApiMetrics
 from mlservice.api.middleware import (
@@ -47,6 +48,7 @@ log = logging.getLogger("mlservice.api")
 
 STATIC_URL = "/static/swagger-ui"
 DOCS_OPENAPI_URL = "/openapi-3.0.json"
+_NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
 _JSON_PATHS = ("/api/v1/predict", "/api/v1/predict/batch", "/api/v1/forecast", "/api/v1/rank")
 
 
@@ -135,6 +137,7 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
             reloader,
             watch_interval_s=settings.watch_interval_s,
             shutdown_delay_s=settings.shutdown_delay_s,
+            switch_interval_s=settings.switch_interval_s,
         ):
             yield
 
@@ -149,6 +152,7 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        telemetry=None if settings.otel else _NO_TELEMETRY,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -164,6 +168,9 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
     _include_task_routes(app, meta, models.named_example, auth)
     _install_docs(app, title)
 
+    if settings.fast_path:
+        # Innermost: it sees only bodies the guard let through (size, content type).
+        app.add_middleware(FastPredictMiddleware, state=state, settings=settings, metrics=metrics)
     app.add_middleware(
         BodyGuardMiddleware,
         max_body_bytes=settings.max_body_bytes,

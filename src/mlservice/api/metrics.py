@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter as _Tally
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -55,25 +56,54 @@ class ApiMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.fast_path = Counter(
+            "mlservice_fast_path_total",
+            "Predict requests by path: 'answered' by the fast path, 'deferred' to the route.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.fast_answered = self.fast_path.labels(outcome="answered")
+        self.fast_deferred = self.fast_path.labels(outcome="deferred")
+        self.micro_batches = Histogram(
+            "mlservice_micro_batch_requests",
+            "Requests joined into one onnxruntime call by the micro-batcher.",
+            buckets=(1, 2, 4, 8, 16, 32),
+            registry=self.registry,
+        )
         self.model_loaded = Gauge(
             "mlservice_model_loaded",
             "1 when a verified model is loaded and serving.",
             registry=self.registry,
         )
+        # Labelled children, looked up once: ``labels()`` costs more than the increment. The
+        # label sets are bounded (routes are templates, predictions are the model's classes).
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._prediction_children: dict[str, Any] = {}
 
     def observe_request(self, *, method: str, route: str, status: int, seconds: float) -> None:
         """Count one finished request and its latency."""
-        labels = {"method": method, "route": route, "status": str(status)}
-        self.requests.labels(**labels).inc()
-        self.latency.labels(**labels).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            labels = {"method": method, "route": route, "status": str(status)}
+            children = (self.requests.labels(**labels), self.latency.labels(**labels))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def _prediction(self, label: str) -> Any:
+        child = self._prediction_children.get(label)
+        if child is None:
+            child = self._prediction_children[label] = self.predictions.labels(prediction=label)
+        return child
 
     def count_predictions(self, labels: Iterable[object], *, classification: bool) -> None:
         """Count predictions: per class for classifiers, as 'value' otherwise."""
         if not classification:
-            self.predictions.labels(prediction="value").inc(sum(1 for _ in labels))
+            self._prediction("value").inc(sum(1 for _ in labels))
             return
         for label, count in _Tally("null" if v is None else str(v) for v in labels).items():
-            self.predictions.labels(prediction=label).inc(count)
+            self._prediction(label).inc(count)
 
     def count_error(self, kind: str) -> None:
         self.errors.labels(kind=kind).inc()

@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from mlservice.inference import MAX_ABS_NUMERIC, FeatureInfo
+from mlservice.inference import MAX_ABS_NUMERIC, MAX_TEXT_LENGTH, FeatureInfo
 
 __all__ = [
     "BatchPredictResponse",
@@ -47,7 +47,6 @@ __all__ = [
     "row_values",
 ]
 
-_MAX_TEXT = 100_000
 Scalar = str | int | float | bool
 
 
@@ -292,7 +291,7 @@ def _field_type(info: FeatureInfo) -> Any:
         return datetime
     if info.kind == "categorical" and info.categories and info.closed:
         return Literal[info.categories]
-    return Annotated[str, Field(strict=True, max_length=_MAX_TEXT)]
+    return Annotated[str, Field(strict=True, max_length=MAX_TEXT_LENGTH)]
 
 
 def _example(info: FeatureInfo) -> Any:

@@ -15,6 +15,13 @@ config said at training time), then environment variables:
                                (hot reload); ``0`` (default) turns the watcher off
 ``MLSERVICE_SHUTDOWN_DELAY``   seconds between SIGTERM and the end of accepting requests,
                                during which ``/health/ready`` answers 503 (default ``0``)
+``MLSERVICE_SWITCH_INTERVAL``  the interpreter's thread switch interval while serving, in
+                               seconds (default ``0.0002``; Python's own is ``0.005``)
+``MLSERVICE_FAST_PATH``        ``false``: every predict request takes the FastAPI route (the
+                               fast path answers valid requests to ONNX-served models)
+``MLSERVICE_MICRO_BATCHING``   ``false``: never join concurrent small requests into one call
+``MLSERVICE_OTEL``             ``true``: keep FastAPI's native OpenTelemetry instrumentation
+                               (used when an OpenTelemetry provider is configured)
 =============================  ==========================================================
 """
 
@@ -45,6 +52,10 @@ _ENV_FIELDS = {
     "MLSERVICE_LOG_LEVEL": "log_level",
     "MLSERVICE_WATCH_INTERVAL": "watch_interval_s",
     "MLSERVICE_SHUTDOWN_DELAY": "shutdown_delay_s",
+    "MLSERVICE_SWITCH_INTERVAL": "switch_interval_s",
+    "MLSERVICE_FAST_PATH": "fast_path",
+    "MLSERVICE_MICRO_BATCHING": "micro_batching",
+    "MLSERVICE_OTEL": "otel",
 }
 
 
@@ -64,6 +75,21 @@ class ApiSettings(BaseModel):
     watch_interval_s: float = Field(0.0, ge=0, le=3600)
     #: Seconds readiness answers 503 after SIGTERM while requests are still served.
     shutdown_delay_s: float = Field(0.0, ge=0, le=300)
+    #: ``sys.setswitchinterval`` while the app runs (restored at shutdown). A large batch's
+    #: onnxruntime call runs in a worker thread without the GIL; when it returns it must get
+    #: the GIL back from the event loop, which holds it for up to this long when busy. At
+    #: Python's 5 ms default that wait doubled the cost of a 1,000-row batch under load
+    #: (measured with ``python -m bench.serving``); single-row requests never leave the loop.
+    switch_interval_s: float = Field(0.0002, gt=0, le=0.1)
+    #: Keep FastAPI's native OpenTelemetry instrumentation (it checks for a configured provider
+    #: on every request, which costs more than the ONNX prediction; off unless asked for).
+    otel: bool = False
+    #: Answer valid predict requests to ONNX-served models without FastAPI's request machinery
+    #: (``mlservice.api.fast_path``); anything else always takes the FastAPI route.
+    fast_path: bool = True
+    #: Join the small fast-path requests that are ready together into one ONNX call
+    #: (``mlservice.api.fast_path.MicroBatcher``); never waits for more requests to arrive.
+    micro_batching: bool = True
 
     @field_validator("cors_origins")
     @classmethod

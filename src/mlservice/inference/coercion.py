@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COERCERS",
     "MAX_ABS_NUMERIC",
+    "MAX_TEXT_LENGTH",
     "Coercer",
     "coerce_object",
     "is_null",
@@ -32,6 +33,8 @@ __all__ = [
 #: Numeric inputs beyond this magnitude are refused: they are never real tabular values, and
 #: models that cast to float32 (trees) would overflow on them.
 MAX_ABS_NUMERIC = 1e15
+#: The longest string value (characters) the API accepts for a text or open categorical feature.
+MAX_TEXT_LENGTH = 100_000
 
 Coercer = Callable[["Predictor", "FeatureInfo", pd.Series, np.ndarray, bool], pd.Series]
 

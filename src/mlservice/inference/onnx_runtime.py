@@ -30,6 +30,7 @@ __all__ = [
     "ONNX_FILE",
     "RUNTIMES",
     "RUNTIME_ENV",
+    "SMALL_ROWS",
     "UNKNOWN_CATEGORY",
     "ColumnCheck",
     "FeedBuilder",
@@ -50,6 +51,8 @@ MISSING_CATEGORY = ""
 UNKNOWN_CATEGORY = "\x00mlservice-unknown-category"
 
 _KINDS = {"float": "numeric", "string": "categorical"}
+#: Up to this many rows, checks and answers are computed in plain Python instead of numpy.
+SMALL_ROWS = 4
 
 
 @dataclass(frozen=True)
@@ -230,17 +233,24 @@ class FeedBuilder:
 
     It accepts only what the Predictor's full checks accept and converts it the same way: every
     numeric value an int or float, finite and within ``max_abs`` (null only where the feature is
-    nullable), every categorical value one of the closed categories or a string. Anything else
+    nullable), every categorical value one of the closed categories or a string (of at most
+    ``max_text`` characters). Anything else
     (a wrong type, a null where none is allowed, an unknown category, NaN, an out-of-range number)
     gives ``None``, and the caller runs the full checks, which name the problem.
     """
 
     def __init__(
-        self, inputs: Sequence[OnnxInput], checks: Sequence[ColumnCheck], *, max_abs: float
+        self,
+        inputs: Sequence[OnnxInput],
+        checks: Sequence[ColumnCheck],
+        *,
+        max_abs: float,
+        max_text: int | None = None,
     ) -> None:
         if [i.type for i in inputs] != [c.kind for c in checks]:
             raise BundleError("the ONNX inputs and the feature checks are not in the same order")
         self.max_abs = max_abs
+        self.max_text = max_text
         self._names = [i.name for i in inputs]
         floats = [j for j, c in enumerate(checks) if c.kind == "float"]
         self._floats = floats
@@ -248,6 +258,7 @@ class FeedBuilder:
         nullable = [checks[j].nullable for j in floats]
         self._float_types = frozenset({int, float} | ({_NONE} if any(nullable) else set()))
         self._not_null = np.array([not n for n in nullable], dtype=bool)
+        self._nullable = nullable
         self._strings: list[tuple[int, str, frozenset[Any] | None, frozenset[type]]] = []
         for j, check in enumerate(checks):
             if check.kind != "string":
@@ -275,7 +286,7 @@ class FeedBuilder:
                         return None
                 except TypeError:  # an unhashable value (a list, a dict)
                     return None
-            elif not types.issuperset(map(type, column)):
+            elif not types.issuperset(map(type, column)) or self._too_long(column):
                 return None
             values = [
                 MISSING_CATEGORY if v is None else (UNKNOWN_CATEGORY if v == "" else v)
@@ -284,18 +295,40 @@ class FeedBuilder:
             feeds[name] = np.array(values, dtype=object).reshape(count, 1)
         return feeds
 
+    def _too_long(self, column: Sequence[Any]) -> bool:
+        limit = self.max_text
+        return limit is not None and any(len(v) > limit for v in column if v is not None)
+
     def _float_block(self, rows: Sequence[Sequence[Any]], count: int) -> np.ndarray | None:
         """All numeric inputs as one C-contiguous float32 ``[inputs, N]`` block."""
         index = self._floats
         values = [row[j] for row in rows for j in index]
         if not self._float_types.issuperset(map(type, values)):
             return None
+        if count <= SMALL_ROWS and not self._small_ok(values):
+            return None
         try:
             block = np.array(values, dtype=np.float64).reshape(count, len(index))
         except (OverflowError, TypeError, ValueError):
             return None
-        if (np.abs(block) > self.max_abs).any():  # also infinity; NaN compares False
-            return None
-        if count and np.isnan(block[:, self._not_null]).any():
-            return None
+        if count > SMALL_ROWS:
+            if (np.abs(block) > self.max_abs).any():  # also infinity; NaN compares False
+                return None
+            if count and np.isnan(block[:, self._not_null]).any():
+                return None
         return np.ascontiguousarray(block.T, dtype=np.float32)
+
+    def _small_ok(self, values: Sequence[Any]) -> bool:
+        """The range and null checks of a few rows in plain Python (numpy's per-call cost is
+        most of a one-row request's checking), as the numpy checks: missing (``None`` or NaN)
+        only where nullable, else a number within ``max_abs``."""
+        limit = self.max_abs
+        nullable = self._nullable
+        width = len(nullable)
+        for position, value in enumerate(values):
+            if value is None or value != value:  # missing: None, or NaN from a Python caller
+                if not nullable[position % width]:
+                    return False
+            elif not -limit <= value <= limit:  # also infinity
+                return False
+        return True

@@ -4,7 +4,10 @@ The request models differ per bundle, so the router is built by ``build_predict_
 the metadata is known. This module does not use ``from __future__ import annotations``: FastAPI
 must see the generated models in the endpoint signatures.
 
-The request path is kept lean (measured by ``python -m bench.serving``):
+Valid requests to an ONNX-served model are answered before they reach these routes, by
+``mlservice.api.fast_path``; the routes answer everything else (every 4xx with the field named,
+models served by scikit-learn, the fast path turned off) and document the API in OpenAPI. They
+are kept lean too (measured by ``python -m bench.serving``):
 
 * the body is parsed and validated once, by FastAPI and the generated pydantic models; each row
   then goes to the predictor as its values in feature order (``row_values``), with no dict or
@@ -26,7 +29,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Request
@@ -51,7 +54,17 @@ from mlservice.api.settings import ApiSettings
 from mlservice.errors import MlserviceError
 from mlservice.inference import Predictor
 
-__all__ = ["INLINE_MAX_ROWS", "JsonBytesResponse", "build_predict_router", "run_prediction"]
+__all__ = [
+    "INLINE_MAX_ROWS",
+    "JsonBytesResponse",
+    "build_predict_router",
+    "call_model",
+    "model_failure",
+    "run_prediction",
+    "runs_inline",
+]
+
+T = TypeVar("T")
 
 log = logging.getLogger("mlservice.api.predict")
 
@@ -68,12 +81,46 @@ class JsonBytesResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _model_failure(request: Request, exc: Exception) -> ModelFailureError:
-    request_id = request_id_of(request)
+def model_failure(request_id: str | None, exc: BaseException) -> ModelFailureError:
+    """The generic 500 for a model that raised; the exception is logged under the request id."""
     log.exception("model failed", extra={"fields": {"request_id": request_id}}, exc_info=exc)
     return ModelFailureError(
         f"the model failed on this input; the error is logged under request id {request_id}"
     )
+
+
+async def call_model(
+    call: Callable[[], T], *, inline: bool, timeout_s: float, request_id: str | None
+) -> T:
+    """``call()`` on the event loop (``inline``) or in a worker thread under ``timeout_s``.
+
+    Input errors (``MlserviceError``) pass through; a timeout becomes a 504 and any other
+    failure a generic 500 (details in the log under the request id).
+    """
+    if inline:
+        try:
+            return call()
+        except MlserviceError:
+            raise
+        except Exception as exc:
+            raise model_failure(request_id, exc) from exc
+    loop = asyncio.get_running_loop()
+    try:
+        return await asyncio.wait_for(loop.run_in_executor(None, call), timeout=timeout_s)
+    except TimeoutError as exc:
+        raise PredictionTimeoutError(
+            f"prediction took longer than {timeout_s:g} s (request timeout); "
+            "send fewer instances per request"
+        ) from exc
+    except MlserviceError:
+        raise
+    except Exception as exc:
+        raise model_failure(request_id, exc) from exc
+
+
+def runs_inline(predictor: Predictor, rows: int) -> bool:
+    """Whether a prediction of ``rows`` rows runs on the event loop (small ONNX requests)."""
+    return predictor.runtime == "onnx" and rows <= INLINE_MAX_ROWS
 
 
 async def run_prediction(
@@ -88,27 +135,12 @@ async def run_prediction(
 
     Input errors (``SchemaError``) pass through; any other model failure becomes a generic 500.
     """
-    call: Callable[[], list[dict[str, Any]]] = partial(predictor.predict_records, rows)
-    if predictor.runtime == "onnx" and len(rows) <= INLINE_MAX_ROWS:
-        try:
-            results = call()
-        except MlserviceError:
-            raise
-        except Exception as exc:
-            raise _model_failure(request, exc) from exc
-    else:
-        loop = asyncio.get_running_loop()
-        try:
-            results = await asyncio.wait_for(loop.run_in_executor(None, call), timeout=timeout_s)
-        except TimeoutError as exc:
-            raise PredictionTimeoutError(
-                f"prediction took longer than {timeout_s:g} s (request timeout); "
-                "send fewer instances per request"
-            ) from exc
-        except MlserviceError:
-            raise
-        except Exception as exc:
-            raise _model_failure(request, exc) from exc
+    results = await call_model(
+        partial(predictor.predict_records, rows),
+        inline=runs_inline(predictor, len(rows)),
+        timeout_s=timeout_s,
+        request_id=request_id_of(request),
+    )
     metrics.count_predictions(
         (r["prediction"] for r in results), classification=predictor.is_classifier
     )

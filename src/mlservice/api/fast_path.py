@@ -1,0 +1,349 @@
+"""The fast path of ``POST /api/v1/predict`` and ``/predict/batch``: valid requests, ONNX models.
+
+FastAPI's request machinery (routing, dependency injection, ``json.loads`` then a pydantic model
+instance per row) costs more than the ONNX prediction itself: about 250 µs of a 370 µs one-row
+request, and 4 ms of pydantic validation in a 1,000-row batch whose onnxruntime call takes 10 ms
+(``python -m bench.serving`` measures it). No library validates rows straight into the column
+arrays the graph takes, so this ASGI layer does it by hand, for the happy path only:
+
+* the body (size and content type already checked by ``BodyGuardMiddleware``) is parsed once by
+  orjson; the request's shape is checked here, its values by the predictor's ``FeedBuilder``,
+  which accepts a strict subset of what the generated pydantic models accept (finite numbers in
+  range, strings, closed categories, nulls only where allowed) and builds the graph's inputs in
+  the same pass;
+* anything it does not accept, for whatever reason (malformed JSON, a wrong type, a missing
+  feature, no API key, no model loaded, a model served by scikit-learn), is handed untouched to
+  the FastAPI route, which validates it fully and answers exactly as it always does (422 naming
+  the field, 401, 503, ...). The fast path never answers a 4xx of its own, so the two can't
+  disagree about what is valid: ``tests/test_fast_path.py`` checks that every request it
+  takes gets the same answer from the route.
+
+Predictions run as in the route: up to ``INLINE_MAX_ROWS`` rows on the event loop, larger ones
+in a worker thread under the request timeout (504), model failures as a generic 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from functools import partial
+from operator import itemgetter
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlservice.api.deps import ModelState, key_matches
+from mlservice.api.errors import ApiError, error_response
+from mlservice.api.metrics import ApiMetrics
+from mlservice.api.routes.predict import INLINE_MAX_ROWS, call_model, model_failure, runs_inline
+from mlservice.api.settings import ApiSettings
+from mlservice.errors import MlserviceError
+from mlservice.inference import Predictor
+
+__all__ = ["FAST_PATHS", "FastPredictMiddleware", "RequestShape"]
+
+log = logging.getLogger("mlservice.api.predict")
+
+PREDICT = "/api/v1/predict"
+BATCH = "/api/v1/predict/batch"
+FAST_PATHS = (PREDICT, BATCH)
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+Rows = list[Sequence[Any]]
+
+
+class RequestShape:
+    """Rows of one predictor's requests, as values in feature order (``None``: not simple)."""
+
+    def __init__(self, predictor: Predictor, max_batch_size: int) -> None:
+        self.predictor = predictor
+        self.names = predictor.feature_names
+        self.size = len(self.names)
+        self.required = frozenset(f.name for f in predictor.features if not f.nullable)
+        self.allowed = frozenset(self.names)
+        self.max_batch_size = max_batch_size
+        getter = itemgetter(*self.names)
+        self._values: Any = getter if self.size > 1 else (lambda row: (getter(row),))
+
+    def row(self, row: Any) -> Sequence[Any] | None:
+        if type(row) is dict:
+            keys = row.keys()
+            if keys == self.allowed:  # every feature named: one C call
+                values: Sequence[Any] = self._values(row)
+                return values
+            if self.required <= keys <= self.allowed:  # nullable features left out
+                return [row.get(name) for name in self.names]
+            return None
+        if type(row) is list and len(row) == self.size:
+            return row
+        return None
+
+    def single(self, payload: Any) -> Rows | None:
+        if type(payload) is not dict or len(payload) != 1 or "features" not in payload:
+            return None
+        row = self.row(payload["features"])
+        return None if row is None else [row]
+
+    def batch(self, payload: Any) -> Rows | None:
+        if type(payload) is not dict or len(payload) != 1:
+            return None
+        instances = payload.get("instances")
+        if type(instances) is not list or not 0 < len(instances) <= self.max_batch_size:
+            return None
+        rows = []
+        for instance in instances:
+            row = self.row(instance)
+            if row is None:
+                return None
+            rows.append(row)
+        return rows
+
+
+class FastPredictMiddleware:
+    """Answers valid predict requests for ONNX-served models; passes everything else on."""
+
+    def __init__(
+        self, app: ASGIApp, *, state: ModelState, settings: ApiSettings, metrics: ApiMetrics
+    ) -> None:
+        self.app = app
+        self.state = state
+        self.settings = settings
+        self.metrics = metrics
+        self._shape: RequestShape | None = None
+        self.batcher = (
+            MicroBatcher(INLINE_MAX_ROWS, observe=metrics.micro_batches.observe)
+            if settings.micro_batching
+            else None
+        )
+
+    def _shape_of(self, predictor: Predictor) -> RequestShape:
+        shape = self._shape
+        if shape is None or shape.predictor is not predictor:  # built once per served model
+            shape = self._shape = RequestShape(predictor, self.settings.max_batch_size)
+        return shape
+
+    def _authorized(self, scope: Scope) -> bool:
+        keys = self.state.api_keys
+        if not keys:
+            return True
+        # The same reading as ``require_api_key``: the first X-API-Key header when it is not
+        # empty, else the first Authorization header's Bearer credentials.
+        api_key = authorization = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key" and api_key is None:
+                api_key = value
+            elif name == b"authorization" and authorization is None:
+                authorization = value
+        if api_key:
+            token = api_key.decode("latin-1")
+        elif authorization:
+            scheme, _, token = authorization.decode("latin-1").partition(" ")
+            token = token.strip()  # as fastapi.security.utils.get_authorization_scheme_param
+            if scheme.lower() != "bearer":
+                return False
+        else:
+            return False
+        return bool(token) and key_matches(token, keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path") if scope["type"] == "http" else None
+        if path not in FAST_PATHS or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        predictor = self.state.predictor
+        if predictor is None or predictor.runtime != "onnx" or not self._authorized(scope):
+            self.metrics.fast_deferred.inc()
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        answer = await self._answer(scope, path, predictor, body)
+        if answer is None:
+            self.metrics.fast_deferred.inc()
+            await self.app(scope, _replay(body, receive), send)
+            return
+        self.metrics.fast_answered.inc()
+        if isinstance(answer, Response):
+            await answer(scope, receive, send)
+            return
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    async def _answer(
+        self, scope: Scope, path: str, predictor: Predictor, body: bytes
+    ) -> bytes | Response | None:
+        """The JSON answer, an error response, or ``None`` to let the FastAPI route answer."""
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        shape = self._shape_of(predictor)
+        rows = shape.single(payload) if path == PREDICT else shape.batch(payload)
+        if rows is None:
+            return None
+        request_id = scope.get("state", {}).get("request_id")
+        count = len(rows)
+        try:
+            if self.batcher is not None and runs_inline(predictor, count):
+                joined = await self.batcher.submit(predictor, rows)
+                if isinstance(joined, BaseException):
+                    raise model_failure(request_id, joined) from joined
+                results = joined
+            else:
+                # Only the onnxruntime call leaves the event loop: the Python steps around it
+                # would wait for the GIL in a worker thread while the loop parses the next one.
+                feeds = predictor.onnx_feeds(rows)
+                if feeds is None:
+                    return None
+                outputs = await call_model(
+                    partial(predictor.run_onnx, feeds),
+                    inline=False,
+                    timeout_s=self.settings.request_timeout_s,
+                    request_id=request_id,
+                )
+                results = predictor.onnx_answers(outputs, count)
+            if results is None:
+                return None
+        except ApiError as exc:  # a timeout or a model failure: answered as the route would
+            self.metrics.count_error(exc.kind)
+            return error_response(
+                exc.status_code, exc.detail, request_id=request_id, headers=exc.headers
+            )
+        except MlserviceError:
+            return None
+        self.metrics.count_predictions(
+            (r["prediction"] for r in results), classification=predictor.is_classifier
+        )
+        if path == PREDICT:
+            answer: dict[str, Any] = {**results[0], "model_version": predictor.version}
+        else:
+            answer = {
+                "predictions": results,
+                "total_instances": len(results),
+                "model_version": predictor.version,
+            }
+        return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class _Pending:
+    """One request waiting in a micro-batch: its rows and where its answers go."""
+
+    __slots__ = ("future", "rows")
+
+    def __init__(self, rows: Rows, future: asyncio.Future[Answers]) -> None:
+        self.rows = rows
+        self.future = future
+
+
+#: A request's answers; ``None``: the fast checks refused a value (the route answers);
+#: an exception: the model failed.
+Answers = list[dict[str, Any]] | BaseException | None
+
+
+class MicroBatcher:
+    """Joins the small requests that are ready in the same event-loop turn into one ONNX call.
+
+    A request's rows are queued and a flush is scheduled with ``call_soon``: every request the
+    loop handles in this turn (under load, one per busy connection) joins the batch, and the
+    flush runs as soon as they have, so no request ever waits for a timer. Alone, a request is
+    a batch of one. A batch holds at most ``max_rows`` rows and one predictor (a hot reload
+    starts a new batch); answers go back by position, each request gets exactly its own rows'.
+    If the joined rows fail the fast checks, each request is checked on its own, so one bad
+    row never costs the others their fast answer.
+
+    Why: under load most of a one-row request's onnxruntime time is fetching the trees into
+    the CPU cache and the graph's per-call overhead; a joined call pays both once per batch
+    (``python -m bench.serving``: single-row req/s with and without it).
+    """
+
+    def __init__(self, max_rows: int, *, observe: Callable[[float], None] | None = None) -> None:
+        self.max_rows = max_rows
+        self.observe = observe
+        self._pending: list[_Pending] = []
+        self._rows = 0
+        self._predictor: Predictor | None = None
+        self._scheduled = False
+
+    def submit(self, predictor: Predictor, rows: Rows) -> asyncio.Future[Answers]:
+        loop = asyncio.get_running_loop()
+        if self._pending and (
+            predictor is not self._predictor or self._rows + len(rows) > self.max_rows
+        ):
+            self.flush()
+        future: asyncio.Future[Answers] = loop.create_future()
+        self._pending.append(_Pending(rows, future))
+        self._rows += len(rows)
+        self._predictor = predictor
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._scheduled_flush)
+        return future
+
+    def _scheduled_flush(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        pending, predictor = self._pending, self._predictor
+        self._pending, self._rows, self._predictor = [], 0, None
+        if pending and predictor is not None:
+            if self.observe is not None:
+                self.observe(len(pending))
+            _run_batch(predictor, pending)
+
+
+def _run_batch(predictor: Predictor, pending: list[_Pending]) -> None:
+    rows = [row for item in pending for row in item.rows] if len(pending) > 1 else pending[0].rows
+    try:
+        feeds = predictor.onnx_feeds(rows)
+        if feeds is None:
+            if len(pending) > 1:
+                for item in pending:  # find the request with the value the checks refused
+                    _run_batch(predictor, [item])
+                return
+            _resolve(pending[0].future, None)
+            return
+        answers = predictor.onnx_answers(predictor.run_onnx(feeds), len(rows))
+    except MlserviceError:
+        for item in pending:
+            _resolve(item.future, None)
+        return
+    except Exception as exc:  # each request answers its own generic 500
+        for item in pending:
+            _resolve(item.future, exc)
+        return
+    start = 0
+    for item in pending:
+        end = start + len(item.rows)
+        _resolve(item.future, answers[start:end])
+        start = end
+
+
+def _resolve(future: asyncio.Future[Answers], value: Answers) -> None:
+    if not future.done():  # a cancelled request no longer waits
+        future.set_result(value)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` once, then defers to the real one (disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
