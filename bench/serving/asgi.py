@@ -1,20 +1,18 @@
-"""Drive an ASGI app in-process (no sockets): lifespan, timed requests, and a cProfile split.
+"""Drive an ASGI app in-process (no sockets): lifespan and timed requests.
 
-Used by the benchmark to say where a request's time goes (validation, conversion, inference,
-JSON, framework), without the HTTP server and the load generator in the measurement.
+Used by the benchmark to say where a request's time goes without the HTTP server and the load
+generator in the measurement.
 """
 
 from __future__ import annotations
 
 import asyncio
-import cProfile
-import pstats
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AsgiDriver", "Call", "profile_split"]
+__all__ = ["AsgiDriver", "Call"]
 
 Message = dict[str, Any]
 App = Callable[..., Coroutine[Any, Any, None]]
@@ -115,52 +113,18 @@ class AsgiDriver:
                 raise RuntimeError(f"{path} answered {call.status}: {call.body[:300]!r}")
         return (time.perf_counter() - started) / count
 
+    async def time_concurrent(self, path: str, body: bytes, count: int, at_once: int) -> float:
+        """Mean seconds per request, ``at_once`` requests in flight together (as from wrk's
+        connections: what the micro-batcher joins)."""
 
-#: Where a function's own time is counted, by the first matching fragment of its location.
-#: (The request body is parsed by the stdlib json decoder and answers are written by orjson;
-#: the stdlib encoder only writes the JSON access log line.)
-_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("inference (onnxruntime run)", ("onnxruntime",)),
-    ("access log, metrics, middleware", (
-        "mlservice/api/middleware.py", "mlservice/api/metrics.py", "logging/", "prometheus",
-        "uuid", "datetime", "json/encoder.py", "json/__init__.py' 'dumps'",
-        "method 'write' of", "method 'flush' of",
-    )),
-    ("conversion (rows → arrays → answers)", ("mlservice/inference/", "numpy")),
-    ("validation (pydantic)", ("pydantic", "mlservice/api/schemas.py")),
-    ("JSON (parse body, write answer)", ("orjson", "json/")),
-    ("framework (FastAPI, Starlette, asyncio)", (
-        "fastapi/", "starlette/", "asyncio/", "anyio", "mlservice/api/",
-    )),
-)
+        async def one() -> None:
+            call = await self.request("POST", path, body)
+            if call.status != 200:
+                raise RuntimeError(f"{path} answered {call.status}: {call.body[:300]!r}")
 
-
-def profile_split(
-    driver: AsgiDriver, path: str, body: bytes, count: int, loop: asyncio.AbstractEventLoop
-) -> dict[str, float]:
-    """Microseconds per request by bucket (cProfile own time), plus ``total``."""
-    profiler = cProfile.Profile()
-
-    async def run() -> None:
-        for _ in range(count):
-            await driver.request("POST", path, body)
-
-    profiler.enable()
-    loop.run_until_complete(run())
-    profiler.disable()
-    stats = pstats.Stats(profiler)
-    split: dict[str, float] = {name: 0.0 for name, _ in _BUCKETS}
-    split["other"] = 0.0
-    entries: Any = stats.stats  # type: ignore[attr-defined]
-    for (filename, _line, func), (_cc, _nc, own, _cum, _callers) in entries.items():
-        where = f"{filename}' '{func}'"
-        for name, fragments in _BUCKETS:
-            if any(fragment in where for fragment in fragments):
-                split[name] += own
-                break
-        else:
-            split["other"] += own
-    total = sum(split.values())
-    result = {name: seconds / count * 1e6 for name, seconds in split.items()}
-    result["total"] = total / count * 1e6
-    return result
+        await asyncio.gather(*(one() for _ in range(at_once)))  # warm-up
+        waves = max(1, count // at_once)
+        started = time.perf_counter()
+        for _ in range(waves):
+            await asyncio.gather(*(one() for _ in range(at_once)))
+        return (time.perf_counter() - started) / (waves * at_once)

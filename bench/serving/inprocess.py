@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from bench.serving.asgi import AsgiDriver, profile_split
+from bench.serving.asgi import AsgiDriver
 from bench.serving.echo import create_echo_app
 from bench.serving.reference import FEATURES, frame_of, payloads, sample_rows
 
-__all__ = ["measure_asgi", "measure_models"]
+__all__ = ["measure_asgi", "measure_models", "stage_split"]
 
 SIZES = (1, 1000, 10_000)
 
@@ -69,8 +69,48 @@ def measure_models(bundle: Path, *, min_s: float = 1.0) -> dict[str, dict[str, A
     return out
 
 
+def _stage_us(call: Callable[[], Any], *, min_s: float = 0.3, max_calls: int = 20_000) -> float:
+    return _rate(call, 1, min_s=min_s, max_calls=max_calls)["ms_per_call"] * 1e3
+
+
+def stage_split(predictor: Any, body: bytes, *, batch: bool) -> dict[str, float]:
+    """µs per request of each step of the fast path, timed on its own (no profiler).
+
+    The steps are the ones ``FastPredictMiddleware`` runs, on the served predictor: parse the
+    body, check its shape and values while building the graph's arrays, run onnxruntime, turn
+    the outputs into answers, write the JSON answer.
+    """
+    from mlservice.api.fast_path import RequestShape
+
+    shape = RequestShape(predictor, max_batch_size=10_000)
+    payload = orjson.loads(body)
+    rows = shape.batch(payload) if batch else shape.single(payload)
+    assert rows is not None, "the benchmark body must take the fast path"
+    feeds = predictor.onnx_feeds(rows)
+    assert feeds is not None, "the benchmark rows must pass the fast checks"
+    outputs = predictor.run_onnx(feeds)
+    answers = predictor.onnx_answers(outputs, len(rows))
+    answer = {"predictions": answers} if batch else answers[0]
+
+    def checks() -> Any:
+        checked = shape.batch(payload) if batch else shape.single(payload)
+        return predictor.onnx_feeds(checked)
+
+    return {
+        "parse JSON (orjson)": _stage_us(partial(orjson.loads, body)),
+        "checks + arrays (shape, FeedBuilder)": _stage_us(checks),
+        "inference (onnxruntime run)": _stage_us(partial(predictor.run_onnx, feeds)),
+        "answers (outputs → dicts)": _stage_us(
+            partial(predictor.onnx_answers, outputs, len(rows))
+        ),
+        "write JSON (orjson)": _stage_us(
+            partial(orjson.dumps, answer, option=orjson.OPT_SERIALIZE_NUMPY)
+        ),
+    }
+
+
 def measure_asgi(bundle: Path, *, requests: int = 2000) -> dict[str, Any]:
-    """The app without HTTP: µs per request (echo vs mlservice) and a cProfile split."""
+    """The app without HTTP: µs per request (echo vs mlservice) and the split by step."""
     import uvloop
 
     from mlservice.api import ApiSettings, create_app
@@ -83,28 +123,40 @@ def measure_asgi(bundle: Path, *, requests: int = 2000) -> dict[str, Any]:
     try:
         with redirect_stderr(sink):  # the app's JSON access log, one line per request
             echo = AsgiDriver(create_echo_app())
-            app = AsgiDriver(create_app(bundle))
-            # the same app without its per-request JSON access log line (log level warning)
-            quiet = AsgiDriver(create_app(bundle, ApiSettings(bundle_path=bundle,
-                                                              log_level="warning")))
-            for driver in (echo, app, quiet):
-                loop.run_until_complete(driver.start())
+            served = create_app(bundle, ApiSettings(bundle_path=bundle, log_level="info"))
+            app = AsgiDriver(served)
+            loop.run_until_complete(echo.start())
+            loop.run_until_complete(app.start())
+            api_log = logging.getLogger("mlservice.api")  # one logger: its level is per process
+            predictor = served.state.model.predictor
             for kind, count in (("single", requests), ("batch", max(10, requests // 100))):
                 body = bodies["mlservice"][kind]
                 path = "/api/v1/predict" if kind == "single" else "/api/v1/predict/batch"
                 floor = loop.run_until_complete(echo.time_requests("/echo", body, count))
+                api_log.setLevel(logging.INFO)
                 ours = loop.run_until_complete(app.time_requests(path, body, count))
-                no_log = loop.run_until_complete(quiet.time_requests(path, body, count))
+                api_log.setLevel(logging.WARNING)  # the same app without its access log line
+                no_log = loop.run_until_complete(app.time_requests(path, body, count))
+                api_log.setLevel(logging.INFO)
+                together = loop.run_until_complete(
+                    app.time_concurrent(path, body, count, at_once=8)
+                )
                 check = loop.run_until_complete(app.request("POST", path, body))
+                steps = stage_split(predictor, body, batch=kind == "batch")
+                steps["access log line"] = max(ours - no_log, 0.0) * 1e6
+                steps["middleware, metrics, ASGI plumbing (the rest)"] = max(
+                    ours * 1e6 - sum(steps.values()), 0.0
+                )
                 result[kind] = {
                     "echo_us": floor * 1e6,
                     "mlservice_us": ours * 1e6,
                     "mlservice_without_access_log_us": no_log * 1e6,
+                    "mlservice_8_at_once_us": together * 1e6,
                     "status": check.status,
                     "answer": orjson.loads(check.body) if kind == "single" else None,
-                    "profile_us": profile_split(app, path, body, count, loop),
+                    "steps_us": steps,
                 }
-            for driver in (quiet, app, echo):
+            for driver in (app, echo):
                 loop.run_until_complete(driver.stop())
     finally:
         logging.getLogger("mlservice.api").handlers.clear()
