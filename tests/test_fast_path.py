@@ -27,7 +27,8 @@ from fastapi.testclient import TestClient
 from palmerpenguins import load_penguins
 
 from mlservice.api import ApiSettings, create_app, settings_from_env
-from mlservice.api.fast_path import FastPredictMiddleware
+from mlservice.api.fast_path import FastPredictMiddleware, MicroBatcher
+from mlservice.api.middleware import _json_line
 from mlservice.bundle import load_metadata
 from mlservice.data.loading import BUILTIN_DATASETS
 from mlservice.errors import BundleError
@@ -892,3 +893,123 @@ def test_open_string_longer_than_max_text_is_refused() -> None:
             [ColumnCheck("float", False, None)],
             max_abs=MAX_ABS_NUMERIC,
         )
+
+
+# ------------------------------------------------------------ 9. review fixes
+def test_a_row_s_answer_does_not_depend_on_the_other_rows(penguin_predictor: Predictor) -> None:
+    # Normalisation is row by row: a NaN or zero row joined with others changes nothing else.
+    classes = len(penguin_predictor.classes or ())
+    good = np.zeros((1, classes), dtype=np.float32)
+    good[0, :2] = [0.3, 0.6999999]
+    labels = np.zeros(1, dtype=np.int64)
+    alone = penguin_predictor.onnx_answers((labels, good), 1)
+    for other in (np.full((1, classes), np.nan), np.zeros((1, classes))):
+        for count in (2, SMALL_ROWS + 2):
+            proba = np.vstack([good] + [other] * (count - 1)).astype(np.float32)
+            joined = penguin_predictor.onnx_answers((np.zeros(count, dtype=np.int64), proba), count)
+            assert joined[0] == alone[0]
+
+
+def _poisoned(predictor: Predictor, marker: float) -> Predictor:
+    """The predictor, with a model that fails on any batch holding ``marker`` as a bill length."""
+    real = predictor.run_onnx
+    column = "bill_length_mm"
+
+    def run_onnx(feeds: dict[str, np.ndarray]) -> Any:
+        if np.any(feeds[column] == np.float32(marker)):
+            raise RuntimeError("exploded on the marker row")
+        return real(feeds)
+
+    predictor.run_onnx = run_onnx  # type: ignore[method-assign]
+    return predictor
+
+
+def test_micro_batch_model_failure_fails_only_its_own_request(onnx_bundle: Path) -> None:
+    predictor = _poisoned(Predictor.from_path(onnx_bundle), 99.5)
+    names = predictor.feature_names
+    good = [PENGUIN_ROW[n] for n in names]
+    bad = [99.5 if n == "bill_length_mm" else PENGUIN_ROW[n] for n in names]
+    batcher = MicroBatcher(32)
+
+    async def run() -> list[Any]:
+        futures = [batcher.submit(predictor, [row]) for row in (good, bad, good)]
+        return list(await asyncio.gather(*futures))
+
+    first, failed, last = asyncio.run(run())
+    assert isinstance(failed, RuntimeError)
+    expected = predictor.predict_values([good])
+    assert first == expected and last == expected
+
+
+def test_micro_batching_off_still_predicts_small_requests_on_the_event_loop(
+    onnx_bundle: Path,
+) -> None:
+    predictor = Predictor.from_path(onnx_bundle)
+    real = predictor.run_onnx
+    threads: list[int] = []
+
+    def run_onnx(feeds: dict[str, np.ndarray]) -> Any:
+        threads.append(threading.get_ident())
+        return real(feeds)
+
+    predictor.run_onnx = run_onnx  # type: ignore[method-assign]
+    settings = ApiSettings(bundle_path=onnx_bundle, micro_batching=False)
+    app = create_app(onnx_bundle, settings)
+    middleware = FastPredictMiddleware(
+        app, state=app.state.model, settings=settings, metrics=app.state.metrics
+    )
+    row = [PENGUIN_ROW[n] for n in predictor.feature_names]
+
+    async def run() -> tuple[int, Any, Any]:
+        small = await middleware._predict(predictor, [row], "rid")
+        large = await middleware._predict(predictor, [row] * 40, "rid")
+        return threading.get_ident(), small, large
+
+    loop_thread, small, large = asyncio.run(run())
+    assert small == predictor.predict_values([row])
+    assert large is not None and len(large) == 40
+    assert threads[0] == loop_thread  # one row: inline, as the route
+    assert threads[1] != loop_thread  # 40 rows: a worker thread
+
+
+def test_a_bundle_without_class_codes_is_left_to_the_route(
+    onnx_bundle: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / onnx_bundle.name
+    shutil.copytree(onnx_bundle, copy)
+    meta_path = copy / "metadata.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["onnx"].pop("class_codes")  # as exported before class codes were recorded
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    predictor = Predictor.from_path(copy)
+    assert predictor.runtime == "onnx" and not predictor.onnx_self_contained
+    with TestClient(create_app(copy, ApiSettings(bundle_path=copy))) as client:
+        answer = client.post(PREDICT, json={"features": PENGUIN_ROW})
+        assert answer.status_code == 200
+        assert client.app.state.metrics.fast_answered._value.get() == 0  # type: ignore[attr-defined]
+        assert client.app.state.metrics.fast_deferred._value.get() == 1  # type: ignore[attr-defined]
+
+
+def test_log_lines_orjson_refuses_are_written_by_the_stdlib() -> None:
+    line = _json_line({"path": "/x\udcff", "big": 2**70, "ok": "é"})
+    assert json.loads(line) == {"path": "/x\udcff", "big": 2**70, "ok": "é"}
+
+
+def test_switch_interval_is_restored_when_the_last_app_stops(onnx_bundle: Path) -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+    first = TestClient(create_app(onnx_bundle, ApiSettings(bundle_path=onnx_bundle)))
+    second = TestClient(
+        create_app(onnx_bundle, ApiSettings(bundle_path=onnx_bundle, switch_interval_s=0.001))
+    )
+    first.__enter__()
+    assert sys.getswitchinterval() == pytest.approx(0.0002)
+    second.__enter__()
+    assert sys.getswitchinterval() == pytest.approx(0.001)
+    first.__exit__(None, None, None)  # not the last: the serving interval stays
+    assert sys.getswitchinterval() != pytest.approx(before)
+    second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == pytest.approx(before)

@@ -65,8 +65,10 @@ class RequestShape:
         self.required = frozenset(f.name for f in predictor.features if not f.nullable)
         self.allowed = frozenset(self.names)
         self.max_batch_size = max_batch_size
-        getter = itemgetter(*self.names)
-        self._values: Any = getter if self.size > 1 else (lambda row: (getter(row),))
+        if self.size > 1:
+            self._values: Any = itemgetter(*self.names)
+        else:  # itemgetter of one name returns the value, of none raises
+            self._values = lambda row: tuple(row[name] for name in self.names)
 
     def row(self, row: Any) -> Sequence[Any] | None:
         if type(row) is dict:
@@ -94,7 +96,11 @@ class RequestShape:
         if type(instances) is not list or not 0 < len(instances) <= self.max_batch_size:
             return None
         rows = []
+        allowed, values = self.allowed, self._values
         for instance in instances:
+            if type(instance) is dict and instance.keys() == allowed:  # the usual row, inlined
+                rows.append(values(instance))
+                continue
             row = self.row(instance)
             if row is None:
                 return None
@@ -118,6 +124,28 @@ class FastPredictMiddleware:
             if settings.micro_batching
             else None
         )
+
+    async def _predict(
+        self, predictor: Predictor, rows: Rows, request_id: str | None
+    ) -> list[dict[str, Any]] | None:
+        """The answers, ``None`` to defer to the route; raises ``ApiError`` (504, 500)."""
+        inline = runs_inline(predictor, len(rows))
+        try:
+            if self.batcher is None or not inline:
+                return await _predict_rows(
+                    predictor, rows, inline=inline, timeout_s=self.settings.request_timeout_s,
+                    request_id=request_id,
+                )
+            joined = await self.batcher.submit(predictor, rows)
+        except ApiError:
+            raise
+        except MlserviceError:  # an input the full checks should name: the route answers
+            return None
+        except Exception as exc:  # the model failed outside onnxruntime: the route's 500
+            raise model_failure(request_id, exc) from exc
+        if isinstance(joined, BaseException):
+            raise model_failure(request_id, joined) from joined
+        return joined
 
     def _shape_of(self, predictor: Predictor) -> RequestShape:
         shape = self._shape
@@ -154,7 +182,11 @@ class FastPredictMiddleware:
             await self.app(scope, receive, send)
             return
         predictor = self.state.predictor
-        if predictor is None or predictor.runtime != "onnx" or not self._authorized(scope):
+        if (
+            predictor is None
+            or not predictor.onnx_self_contained
+            or not self._authorized(scope)
+        ):
             self.metrics.fast_deferred.inc()
             await self.app(scope, receive, send)
             return
@@ -193,34 +225,14 @@ class FastPredictMiddleware:
         if rows is None:
             return None
         request_id = scope.get("state", {}).get("request_id")
-        count = len(rows)
         try:
-            if self.batcher is not None and runs_inline(predictor, count):
-                joined = await self.batcher.submit(predictor, rows)
-                if isinstance(joined, BaseException):
-                    raise model_failure(request_id, joined) from joined
-                results = joined
-            else:
-                # Only the onnxruntime call leaves the event loop: the Python steps around it
-                # would wait for the GIL in a worker thread while the loop parses the next one.
-                feeds = predictor.onnx_feeds(rows)
-                if feeds is None:
-                    return None
-                outputs = await call_model(
-                    partial(predictor.run_onnx, feeds),
-                    inline=False,
-                    timeout_s=self.settings.request_timeout_s,
-                    request_id=request_id,
-                )
-                results = predictor.onnx_answers(outputs, count)
-            if results is None:
-                return None
+            results = await self._predict(predictor, rows, request_id)
         except ApiError as exc:  # a timeout or a model failure: answered as the route would
             self.metrics.count_error(exc.kind)
             return error_response(
                 exc.status_code, exc.detail, request_id=request_id, headers=exc.headers
             )
-        except MlserviceError:
+        if results is None:
             return None
         self.metrics.count_predictions(
             (r["prediction"] for r in results), classification=predictor.is_classifier
@@ -234,6 +246,22 @@ class FastPredictMiddleware:
                 "model_version": predictor.version,
             }
         return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def _predict_rows(
+    predictor: Predictor, rows: Rows, *, inline: bool, timeout_s: float, request_id: str | None
+) -> list[dict[str, Any]] | None:
+    """Checks, onnxruntime (in a worker thread unless ``inline``), answers; ``None``: defer."""
+    # Only the onnxruntime call leaves the event loop: the Python steps around it would wait
+    # for the GIL in a worker thread while the loop parses the next request.
+    feeds = predictor.onnx_feeds(rows)
+    if feeds is None:
+        return None
+    outputs = await call_model(
+        partial(predictor.run_onnx, feeds), inline=inline, timeout_s=timeout_s,
+        request_id=request_id,
+    )
+    return predictor.onnx_answers(outputs, len(rows))
 
 
 class _Pending:
@@ -259,8 +287,8 @@ class MicroBatcher:
     flush runs as soon as they have, so no request ever waits for a timer. Alone, a request is
     a batch of one. A batch holds at most ``max_rows`` rows and one predictor (a hot reload
     starts a new batch); answers go back by position, each request gets exactly its own rows'.
-    If the joined rows fail the fast checks, each request is checked on its own, so one bad
-    row never costs the others their fast answer.
+    If the joined rows fail the fast checks or the model fails on them, each request is run on
+    its own, so one bad row never costs the others their answer.
 
     Why: under load most of a one-row request's onnxruntime time is fetching the trees into
     the CPU cache and the graph's per-call overhead; a joined call pays both once per batch
@@ -315,13 +343,13 @@ def _run_batch(predictor: Predictor, pending: list[_Pending]) -> None:
             _resolve(pending[0].future, None)
             return
         answers = predictor.onnx_answers(predictor.run_onnx(feeds), len(rows))
-    except MlserviceError:
-        for item in pending:
-            _resolve(item.future, None)
-        return
-    except Exception as exc:  # each request answers its own generic 500
-        for item in pending:
-            _resolve(item.future, exc)
+    except Exception as exc:
+        if len(pending) > 1:  # only the request the model fails on gets the error
+            for item in pending:
+                _run_batch(predictor, [item])
+            return
+        # an input error (``MlserviceError``): the route names it; anything else: a 500
+        _resolve(pending[0].future, None if isinstance(exc, MlserviceError) else exc)
         return
     start = 0
     for item in pending:

@@ -301,6 +301,32 @@ class _DrainOnSigterm:
                 self._hand_over(signal.SIGTERM, None)
 
 
+class _SwitchInterval:
+    """``sys.setswitchinterval`` shared by the apps of one process (tests run several): the
+    first to start saves the process's interval, the last to stop restores it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = sys.getswitchinterval()
+
+    def enter(self, seconds: float) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._saved = sys.getswitchinterval()
+            self._users += 1
+            sys.setswitchinterval(seconds)
+
+    def leave(self) -> None:
+        with self._lock:
+            self._users = max(self._users - 1, 0)
+            if self._users == 0:
+                sys.setswitchinterval(self._saved)
+
+
+_SWITCH = _SwitchInterval()
+
+
 @contextlib.asynccontextmanager
 async def serving_lifecycle(
     reloader: ModelReloader,
@@ -312,12 +338,12 @@ async def serving_lifecycle(
     """Load the model, then run the watcher and the SIGTERM hook until the app shuts down.
 
     ``switch_interval_s`` is the interpreter's thread switch interval while serving (see
-    ``ApiSettings.switch_interval_s``); the previous one is restored at shutdown.
+    ``ApiSettings.switch_interval_s``); the process's own is restored when the last app that
+    set one shuts down.
     """
     await run_in_threadpool(reloader.reload, trigger="startup")
-    previous_interval = sys.getswitchinterval()
     if switch_interval_s is not None:
-        sys.setswitchinterval(switch_interval_s)
+        _SWITCH.enter(switch_interval_s)
     tasks: list[asyncio.Task[None]] = []
     if watch_interval_s > 0:
         tasks.append(asyncio.create_task(_watch(reloader, watch_interval_s)))
@@ -327,7 +353,8 @@ async def serving_lifecycle(
     try:
         yield
     finally:
-        sys.setswitchinterval(previous_interval)
+        if switch_interval_s is not None:
+            _SWITCH.leave()
         drain.uninstall()
         for task in tasks:
             task.cancel()

@@ -102,8 +102,8 @@ class ApiMetrics:
         if not classification:
             self._prediction("value").inc(sum(1 for _ in labels))
             return
-        for label, count in _Tally("null" if v is None else str(v) for v in labels).items():
-            self._prediction(label).inc(count)
+        for label, count in _Tally(labels).items():  # count first: few distinct classes
+            self._prediction("null" if label is None else str(label)).inc(count)
 
     def count_error(self, kind: str) -> None:
         self.errors.labels(kind=kind).inc()

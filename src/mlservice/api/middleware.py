@@ -9,6 +9,7 @@ the JSON routes (415); uvicorn itself has no body limit.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -56,9 +57,7 @@ class JsonFormatter(logging.Formatter):
             data.update(fields)
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        # orjson: one access line per request, and the stdlib encoder cost more than the rest
-        # of the line's work (measured under load). Non-string keys and odd values become text.
-        return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        return _json_line(data)
 
 
 class _StderrHandler(logging.Handler):
@@ -81,6 +80,16 @@ def configure_json_logging(level: str = "info") -> None:
         handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
     logger.propagate = False
+
+
+def _json_line(data: dict[str, Any]) -> str:
+    """One JSON log line. orjson: one access line per request, and the stdlib encoder cost more
+    than the rest of the line's work (measured under load); the stdlib writes what orjson
+    refuses (lone surrogates, integers past 64 bits) so that no line is lost."""
+    try:
+        return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(data, default=str, ensure_ascii=False)
 
 
 class AccessLog:
@@ -126,7 +135,7 @@ class AccessLog:
             **fields,
         }
         try:
-            sys.stderr.write(orjson.dumps(line, default=str).decode() + "\n")
+            sys.stderr.write(_json_line(line) + "\n")
             sys.stderr.flush()
         except Exception:  # logging must never break a request (as logging.Handler)
             return

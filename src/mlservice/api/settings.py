@@ -79,7 +79,8 @@ class ApiSettings(BaseModel):
     #: onnxruntime call runs in a worker thread without the GIL; when it returns it must get
     #: the GIL back from the event loop, which holds it for up to this long when busy. At
     #: Python's 5 ms default that wait doubled the cost of a 1,000-row batch under load
-    #: (measured with ``python -m bench.serving``); single-row requests never leave the loop.
+    #: (measured with ``python -m bench.serving``). Process-wide: the interval in force when
+    #: the first app starts is restored when the last one stops.
     switch_interval_s: float = Field(0.0002, gt=0, le=0.1)
     #: Keep FastAPI's native OpenTelemetry instrumentation (it checks for a configured provider
     #: on every request, which costs more than the ONNX prediction; off unless asked for).

@@ -208,6 +208,12 @@ class Predictor:
         return self.bundle.metadata
 
     @property
+    def onnx_self_contained(self) -> bool:
+        """Served by ONNX without ever needing the scikit-learn pipeline (a bundle exported
+        before ``class_codes`` were recorded reads its class order from the pipeline)."""
+        return self._onnx is not None and not (self._uses_proba and self._onnx_labels is None)
+
+    @property
     def is_classifier(self) -> bool:
         return self.task == "classification" and self.classes is not None
 
@@ -345,9 +351,9 @@ class Predictor:
                     return small
             scores = np.asarray(proba, dtype=np.float64).reshape(count, -1)
             sums = _row_sums(scores)
-            if (sums > 0.0).all():  # false for NaN too
-                # float32 probabilities sum to 1 within ~1e-7; make that exact in float64
-                scores = scores / sums
+            # float32 probabilities sum to 1 within ~1e-7; make that exact in float64, row by
+            # row (a row summing to 0 or NaN is left as it is and does not affect the others)
+            scores = np.divide(scores, sums, out=scores.copy(), where=sums > 0.0)
             if self._onnx_labels is None:  # a bundle exported before class_codes existed
                 codes = getattr(self.bundle.pipeline, "classes_", None)
                 return self._from_proba(scores, codes)
