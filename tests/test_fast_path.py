@@ -1000,16 +1000,20 @@ def test_log_lines_orjson_refuses_are_written_by_the_stdlib() -> None:
 def test_switch_interval_is_restored_when_the_last_app_stops(onnx_bundle: Path) -> None:
     import sys
 
+    from mlservice.api.lifecycle import _SwitchInterval
+
     before = sys.getswitchinterval()
-    first = TestClient(create_app(onnx_bundle, ApiSettings(bundle_path=onnx_bundle)))
-    second = TestClient(
-        create_app(onnx_bundle, ApiSettings(bundle_path=onnx_bundle, switch_interval_s=0.001))
-    )
-    first.__enter__()
-    assert sys.getswitchinterval() == pytest.approx(0.0002)
-    second.__enter__()
-    assert sys.getswitchinterval() == pytest.approx(0.001)
-    first.__exit__(None, None, None)  # not the last: the serving interval stays
-    assert sys.getswitchinterval() != pytest.approx(before)
-    second.__exit__(None, None, None)
-    assert sys.getswitchinterval() == pytest.approx(before)
+    shared = _SwitchInterval()
+    try:
+        shared.enter(0.0002)
+        shared.enter(0.001)
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        shared.leave()  # not the last: the serving interval stays
+        assert sys.getswitchinterval() != pytest.approx(before)
+        shared.leave()
+        assert sys.getswitchinterval() == pytest.approx(before, abs=2e-6)  # µs steps
+    finally:
+        sys.setswitchinterval(before)
+    settings = ApiSettings(bundle_path=onnx_bundle, switch_interval_s=0.0007)
+    with TestClient(create_app(onnx_bundle, settings)):
+        assert sys.getswitchinterval() == pytest.approx(0.0007)  # while it serves
