@@ -18,14 +18,14 @@ arrays the graph takes, so this ASGI layer does it by hand, for the happy path o
   disagree about what is valid: ``tests/test_fast_path.py`` checks that every request it
   takes gets the same answer from the route.
 
-Predictions run as in the route: up to ``INLINE_MAX_ROWS`` rows on the event loop, larger ones
-in a worker thread under the request timeout (504), model failures as a generic 500.
+Predictions run as in the route: up to ``INLINE_MAX_ROWS`` rows on the event loop (small
+requests that are ready in the same loop turn share one onnxruntime call: ``MicroBatcher``),
+larger ones in a worker thread under the request timeout (504), model failures as a generic 500.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Sequence
 from functools import partial
 from operator import itemgetter
@@ -33,19 +33,19 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mlservice.api.deps import ModelState, key_matches
 from mlservice.api.errors import ApiError, error_response
 from mlservice.api.metrics import ApiMetrics
+from mlservice.api.middleware import replay_body
 from mlservice.api.routes.predict import INLINE_MAX_ROWS, call_model, model_failure, runs_inline
 from mlservice.api.settings import ApiSettings
 from mlservice.errors import MlserviceError
 from mlservice.inference import Predictor
 
-__all__ = ["FAST_PATHS", "FastPredictMiddleware", "RequestShape"]
+__all__ = ["FAST_PATHS", "FastPredictMiddleware", "MicroBatcher", "RequestShape"]
 
-log = logging.getLogger("mlservice.api.predict")
 
 PREDICT = "/api/v1/predict"
 BATCH = "/api/v1/predict/batch"
@@ -202,7 +202,7 @@ class FastPredictMiddleware:
         answer = await self._answer(scope, path, predictor, body)
         if answer is None:
             self.metrics.fast_deferred.inc()
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay_body(body, receive), send)
             return
         self.metrics.fast_answered.inc()
         if isinstance(answer, Response):
@@ -361,17 +361,3 @@ def _run_batch(predictor: Predictor, pending: list[_Pending]) -> None:
 def _resolve(future: asyncio.Future[Answers], value: Answers) -> None:
     if not future.done():  # a cancelled request no longer waits
         future.set_result(value)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives ``body`` once, then defers to the real one (disconnects)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
