@@ -12,6 +12,7 @@ import asyncio
 import json
 import math
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -997,23 +998,42 @@ def test_log_lines_orjson_refuses_are_written_by_the_stdlib() -> None:
     assert json.loads(line) == {"path": "/x\udcff", "big": 2**70, "ok": "é"}
 
 
-def test_switch_interval_is_restored_when_the_last_app_stops(onnx_bundle: Path) -> None:
+class _Cycle:
+    me: Any = None
+
+
+def test_interpreter_tuning_is_restored_when_the_last_app_stops(onnx_bundle: Path) -> None:
+    import gc
     import sys
 
-    from mlservice.api.lifecycle import _SwitchInterval
+    from mlservice.api.lifecycle import _ProcessTuning
 
-    before = sys.getswitchinterval()
-    shared = _SwitchInterval()
+    before, thresholds = sys.getswitchinterval(), gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    shared = _ProcessTuning()
     try:
-        shared.enter(0.0002)
-        shared.enter(0.001)
+        shared.enter(0.0002, 20_000)
+        assert gc.get_freeze_count() > frozen  # what is alive now is out of the scans
+        shared.enter(0.001, 20_000)
         assert sys.getswitchinterval() == pytest.approx(0.001)
-        shared.leave()  # not the last: the serving interval stays
+        assert gc.get_threshold()[0] == 20_000
+        garbage = _Cycle()
+        garbage.me = garbage  # a reference cycle, as a replaced model may hold
+        probe = weakref.ref(garbage)
+        del garbage
+        shared.after_reload()  # unfreeze, collect, freeze: the cycle is gone
+        assert probe() is None
+        shared.leave()  # not the last: the serving settings stay
         assert sys.getswitchinterval() != pytest.approx(before)
+        assert gc.get_threshold()[0] == 20_000
         shared.leave()
         assert sys.getswitchinterval() == pytest.approx(before, abs=2e-6)  # µs steps
+        assert gc.get_threshold() == thresholds
+        assert gc.get_freeze_count() == 0
     finally:
         sys.setswitchinterval(before)
+        gc.set_threshold(*thresholds)
     settings = ApiSettings(bundle_path=onnx_bundle, switch_interval_s=0.0007)
     with TestClient(create_app(onnx_bundle, settings)):
         assert sys.getswitchinterval() == pytest.approx(0.0007)  # while it serves
+        assert gc.get_threshold()[0] == settings.gc_threshold

@@ -138,6 +138,7 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
             watch_interval_s=settings.watch_interval_s,
             shutdown_delay_s=settings.shutdown_delay_s,
             switch_interval_s=settings.switch_interval_s,
+            gc_threshold=settings.gc_threshold,
         ):
             yield
 

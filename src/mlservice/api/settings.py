@@ -20,6 +20,8 @@ config said at training time), then environment variables:
 ``MLSERVICE_FAST_PATH``        ``false``: every predict request takes the FastAPI route (the
                                fast path answers valid requests to ONNX-served models)
 ``MLSERVICE_MICRO_BATCHING``   ``false``: never join concurrent small requests into one call
+``MLSERVICE_GC_THRESHOLD``     allocations between young-generation collections while serving
+                               (default ``20000``; ``0``: Python's collector as it is)
 ``MLSERVICE_OTEL``             ``true``: keep FastAPI's native OpenTelemetry instrumentation
                                (used when an OpenTelemetry provider is configured)
 =============================  ==========================================================
@@ -56,6 +58,7 @@ _ENV_FIELDS = {
     "MLSERVICE_FAST_PATH": "fast_path",
     "MLSERVICE_MICRO_BATCHING": "micro_batching",
     "MLSERVICE_OTEL": "otel",
+    "MLSERVICE_GC_THRESHOLD": "gc_threshold",
 }
 
 
@@ -85,6 +88,10 @@ class ApiSettings(BaseModel):
     #: Keep FastAPI's native OpenTelemetry instrumentation (it checks for a configured provider
     #: on every request, which costs more than the ONNX prediction; off unless asked for).
     otel: bool = False
+    #: While serving, objects alive after the model loads are frozen out of the cyclic
+    #: garbage collector's scans and its first threshold is this many allocations (Python's:
+    #: 700); 0 leaves the collector as it is. See ``mlservice.api.lifecycle._ProcessTuning``.
+    gc_threshold: int = Field(20_000, ge=0)
     #: Answer valid predict requests to ONNX-served models without FastAPI's request machinery
     #: (``mlservice.api.fast_path``); anything else always takes the FastAPI route.
     fast_path: bool = True
