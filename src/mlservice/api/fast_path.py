@@ -39,7 +39,8 @@ from mlservice.api.deps import ModelState, key_matches
 from mlservice.api.errors import ApiError, error_response
 from mlservice.api.metrics import ApiMetrics
 from mlservice.api.middleware import replay_body
-from mlservice.api.routes.predict import INLINE_MAX_ROWS, call_model, model_failure, runs_inline
+from mlservice.api.routes._offload import call_model, model_failure
+from mlservice.api.routes.predict import INLINE_MAX_ROWS, runs_inline
 from mlservice.api.settings import ApiSettings
 from mlservice.errors import MlserviceError
 from mlservice.inference import Predictor

@@ -314,7 +314,7 @@ class FeedBuilder:
         if count > SMALL_ROWS:
             if (np.abs(block) > self.max_abs).any():  # also infinity; NaN compares False
                 return None
-            if count and np.isnan(block[:, self._not_null]).any():
+            if np.isnan(block[:, self._not_null]).any():
                 return None
         return np.ascontiguousarray(block.T, dtype=np.float32)
 

@@ -317,20 +317,15 @@ class Predictor:
         """Predict rows given as values in feature order (e.g. rows the API has validated)."""
         return self.predict_records(rows)
 
-    def predict_checked(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]] | None:
-        """The ONNX fast path for rows of values in feature order, with no fallback.
+    # The ONNX fast path in three steps, for a server that runs only the onnxruntime call off
+    # its event loop: the Python steps around it stay on one thread (no GIL hand-offs).
+    def onnx_feeds(self, rows: Sequence[Sequence[Any]]) -> dict[str, np.ndarray] | None:
+        """The graph's inputs for ``rows`` (values in feature order), with no fallback.
 
         ``None`` when the model is not served by ONNX or when some value is not one the fast
         checks accept (a wrong type, a null where none is allowed, an unknown category, an
         out-of-range number): the caller then takes the full path, which names the problem.
         """
-        feeds = self.onnx_feeds(rows)
-        return None if feeds is None else self._from_onnx(feeds, len(rows))
-
-    # The three steps of ``predict_checked``, for a server that runs only the onnxruntime call
-    # off its event loop: the Python steps around it stay on one thread (no GIL hand-offs).
-    def onnx_feeds(self, rows: Sequence[Sequence[Any]]) -> dict[str, np.ndarray] | None:
-        """The graph's inputs for ``rows`` (values in feature order), ``None`` as above."""
         return None if self._feeds is None else self._feeds.build(rows)
 
     def run_onnx(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -367,8 +362,8 @@ class Predictor:
         return [self._regression(v) for v in raw.astype(float).tolist()]
 
     def _predict_ordered(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-        assert self._onnx is not None and self._feeds is not None
-        feeds = self._feeds.build(rows)
+        assert self._onnx is not None
+        feeds = self.onnx_feeds(rows)
         if feeds is None:  # the full checks name the problem (or pass what was merely unusual)
             frame = self.to_frame(rows)
             feeds = self._onnx.feeds_from_columns({n: frame[n].to_numpy() for n in frame.columns})

@@ -1,7 +1,9 @@
-"""Plumbing shared by the forecast/rank routes.
+"""Plumbing shared by the routes and the fast path that call a model.
 
-``run_model_call`` runs a model call in a worker thread, with the request timeout;
-``per_predictor`` builds a task wrapper (``Forecaster``, ``Ranker``) once per served predictor.
+``call_model`` runs a model call on the event loop or in a worker thread under the request
+timeout (504), turning a failure into the generic 500 (``model_failure``); ``run_model_call``
+is its worker-thread form for the forecast/rank routes; ``per_predictor`` builds a task
+wrapper (``Forecaster``, ``Ranker``) once per served predictor.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from mlservice.errors import MlserviceError, SchemaError
 if TYPE_CHECKING:
     from mlservice.inference.predictor import Predictor
 
-__all__ = ["per_predictor", "run_model_call"]
+__all__ = ["call_model", "model_failure", "per_predictor", "run_model_call"]
 
 log = logging.getLogger("mlservice.api.predict")
 
@@ -51,20 +53,49 @@ def per_predictor(
     return of
 
 
-async def run_model_call(call: Callable[[], T], *, timeout_s: float, request: Request) -> T:
-    """``call()`` off the event loop; input errors pass through, model failures become a 500."""
-    loop = asyncio.get_running_loop()
+def model_failure(request_id: str | None, exc: BaseException) -> ModelFailureError:
+    """The generic 500 for a model that raised; the exception is logged under the request id."""
+    log.exception("model failed", extra={"fields": {"request_id": request_id}}, exc_info=exc)
+    return ModelFailureError(
+        f"the model failed on this input; the error is logged under request id {request_id}"
+    )
+
+
+async def call_model(
+    call: Callable[[], T],
+    *,
+    inline: bool,
+    timeout_s: float,
+    request_id: str | None,
+    advice: str = "send fewer instances per request",
+) -> T:
+    """``call()`` on the event loop (``inline``) or in a worker thread under ``timeout_s``.
+
+    Input errors (``MlserviceError``) pass through; a timeout becomes a 504 (with ``advice``)
+    and any other failure a generic 500 (details in the log under the request id).
+    """
     try:
-        return await asyncio.wait_for(loop.run_in_executor(None, call), timeout=timeout_s)
-    except TimeoutError as exc:
-        raise PredictionTimeoutError(
-            f"the model took longer than {timeout_s:g} s (request timeout); send less per request"
-        ) from exc
-    except MlserviceError:
+        if inline:
+            return call()
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(None, call), timeout=timeout_s)
+        except TimeoutError as exc:
+            raise PredictionTimeoutError(
+                f"prediction took longer than {timeout_s:g} s (request timeout); {advice}"
+            ) from exc
+    except (MlserviceError, ApiError):
         raise
     except Exception as exc:
-        request_id = request_id_of(request)
-        log.exception("model failed", extra={"fields": {"request_id": request_id}})
-        raise ModelFailureError(
-            f"the model failed on this input; the error is logged under request id {request_id}"
-        ) from exc
+        raise model_failure(request_id, exc) from exc
+
+
+async def run_model_call(call: Callable[[], T], *, timeout_s: float, request: Request) -> T:
+    """``call()`` in a worker thread (``call_model``) for the forecast and rank routes."""
+    return await call_model(
+        call,
+        inline=False,
+        timeout_s=timeout_s,
+        request_id=request_id_of(request),
+        advice="send less per request",
+    )

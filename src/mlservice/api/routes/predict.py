@@ -25,25 +25,17 @@ are kept lean too (measured by ``python -m bench.serving``):
   again against the response model; the response models still document it in OpenAPI.
 """
 
-import asyncio
-import logging
-from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 
 from mlservice.api.deps import get_model_state, get_predictor
-from mlservice.api.errors import (
-    ERROR_RESPONSES,
-    BatchTooLargeError,
-    ModelFailureError,
-    PredictionTimeoutError,
-    request_id_of,
-)
+from mlservice.api.errors import ERROR_RESPONSES, BatchTooLargeError, request_id_of
 from mlservice.api.metrics import ApiMetrics
+from mlservice.api.routes._offload import call_model
 from mlservice.api.schemas import (
     BatchPredictResponse,
     PredictResponse,
@@ -51,22 +43,15 @@ from mlservice.api.schemas import (
     row_values,
 )
 from mlservice.api.settings import ApiSettings
-from mlservice.errors import MlserviceError
 from mlservice.inference import Predictor
 
 __all__ = [
     "INLINE_MAX_ROWS",
     "JsonBytesResponse",
     "build_predict_router",
-    "call_model",
-    "model_failure",
     "run_prediction",
     "runs_inline",
 ]
-
-T = TypeVar("T")
-
-log = logging.getLogger("mlservice.api.predict")
 
 #: ONNX requests up to this many rows run on the event loop (about 1 ms of work at most).
 INLINE_MAX_ROWS = 32
@@ -79,43 +64,6 @@ class JsonBytesResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def model_failure(request_id: str | None, exc: BaseException) -> ModelFailureError:
-    """The generic 500 for a model that raised; the exception is logged under the request id."""
-    log.exception("model failed", extra={"fields": {"request_id": request_id}}, exc_info=exc)
-    return ModelFailureError(
-        f"the model failed on this input; the error is logged under request id {request_id}"
-    )
-
-
-async def call_model(
-    call: Callable[[], T], *, inline: bool, timeout_s: float, request_id: str | None
-) -> T:
-    """``call()`` on the event loop (``inline``) or in a worker thread under ``timeout_s``.
-
-    Input errors (``MlserviceError``) pass through; a timeout becomes a 504 and any other
-    failure a generic 500 (details in the log under the request id).
-    """
-    if inline:
-        try:
-            return call()
-        except MlserviceError:
-            raise
-        except Exception as exc:
-            raise model_failure(request_id, exc) from exc
-    loop = asyncio.get_running_loop()
-    try:
-        return await asyncio.wait_for(loop.run_in_executor(None, call), timeout=timeout_s)
-    except TimeoutError as exc:
-        raise PredictionTimeoutError(
-            f"prediction took longer than {timeout_s:g} s (request timeout); "
-            "send fewer instances per request"
-        ) from exc
-    except MlserviceError:
-        raise
-    except Exception as exc:
-        raise model_failure(request_id, exc) from exc
 
 
 def runs_inline(predictor: Predictor, rows: int) -> bool:
