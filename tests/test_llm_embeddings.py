@@ -86,8 +86,10 @@ def test_model_loads_offline_without_network(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_unknown_model_is_refused_not_downloaded() -> None:
-    with pytest.raises(ValueError, match="never downloaded"):
+    with pytest.raises(ValueError, match="packaged model"):
         TextEmbedder(model_name="sentence-transformers/all-mpnet-base-v2").fit(["a"])
+    with pytest.raises(ValueError, match="never downloaded"):
+        embeddings.resolve_model_path("sentence-transformers/all-mpnet-base-v2")
     with pytest.raises(ValueError, match="not a sentence-transformers directory"):
         create_embedding_function("/nonexistent/model")
 
@@ -304,3 +306,14 @@ def test_text_column_trains_and_serves_through_mlservice(tmp_path: Path) -> None
         )
     assert answer.status_code == 200, answer.text
     assert answer.json()["prediction"] == "sports"
+
+
+def test_a_bundle_cannot_point_the_embedder_at_a_server_directory() -> None:
+    """``model_name`` is stored in the bundle: a directory there is refused, even a real model's."""
+    packaged_dir = str(embeddings.resolve_model_path("minilm"))  # a valid model directory
+    with pytest.raises(ValueError, match="packaged model"):
+        TextEmbedder(model_name=packaged_dir).fit(["a review"])
+    fitted = TextEmbedder().fit(["a review"])
+    fitted.model_name = packaged_dir  # what a rewritten model.skops would hold
+    with pytest.raises(ValueError, match="may not name a directory on the server"):
+        fitted.transform(["another review"])

@@ -33,11 +33,13 @@ from mlservice.errors import BundleError, MissingExtraError
 
 __all__ = [
     "LATEST_LINK",
+    "MAX_METADATA_BYTES",
     "METADATA_FILE",
     "MODEL_FILE",
     "SCHEMA_VERSION",
     "TRUSTED_TYPES",
     "Bundle",
+    "audit_pipeline_types",
     "check_requirements",
     "find_bundles",
     "load_bundle",
@@ -55,6 +57,8 @@ SCHEMA_VERSION = 1
 MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
 LATEST_LINK = "model_latest"
+#: The largest ``metadata.json`` read (a real one is a few hundred kB at most).
+MAX_METADATA_BYTES = 64 * 1024 * 1024
 _TMP_PREFIX = ".tmp-bundle-"
 _LOCK_FILE = ".save.lock"
 
@@ -278,10 +282,19 @@ def load_metadata(path: Path) -> dict[str, Any]:
             "Train one with `mlservice train CONFIG`."
         )
     try:
+        size = meta_path.stat().st_size
+        if size > MAX_METADATA_BYTES:
+            raise BundleError(
+                f"bundle {str(path)!r}: {METADATA_FILE} is {size} bytes, more than the "
+                f"{MAX_METADATA_BYTES} a bundle's metadata may hold; the file is not ours"
+            )
         data = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and integers past Python's digit limit;
+        # RecursionError, nesting deeper than the parser's stack.
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise BundleError(
-            f"bundle {str(path)!r}: {METADATA_FILE} is not valid JSON: {exc}"
+            f"bundle {str(path)!r}: {METADATA_FILE} is not valid JSON: {reason}"
         ) from exc
     if not isinstance(data, dict):
         raise BundleError(f"bundle {str(path)!r}: {METADATA_FILE} must hold an object")
@@ -327,7 +340,8 @@ def _version_warnings_as_errors() -> Iterator[None]:
         yield
 
 
-def _load_skops(path: Path, model_path: Path) -> Any:
+def _audit_skops(path: Path, model_path: Path) -> list[str]:
+    """The skops file's types, refused unless all are on the allowlist; nothing constructed."""
     import skops.io as sio
 
     # A skops file is a zip with a schema.json; anything else (e.g. a pickle) stops here,
@@ -349,6 +363,13 @@ def _load_skops(path: Path, model_path: Path) -> Any:
             f"bundle {str(path)!r}: {MODEL_FILE!r} contains types that are not on the allowlist: "
             f"{unknown}; refusing to load it"
         )
+    return list(untrusted)
+
+
+def _load_skops(path: Path, model_path: Path) -> Any:
+    import skops.io as sio
+
+    untrusted = _audit_skops(path, model_path)
     try:
         with _version_warnings_as_errors():
             return sio.load(model_path, trusted=list(untrusted))
@@ -393,6 +414,12 @@ def read_verified_metadata(
 def check_requirements(path: Path, metadata: dict[str, Any]) -> None:
     """Refuse a bundle whose libraries are not installed, naming the pip command."""
     _check_requirements(path, metadata)
+
+
+def audit_pipeline_types(path: Path, model_path: Path) -> None:
+    """The checks ``load_pipeline`` makes before deserializing (skops archive, allowlisted
+    types), without deserializing: a server that serves the ONNX graph runs them at start."""
+    _audit_skops(path, model_path)
 
 
 def load_pipeline(path: Path, model_path: Path) -> Any:

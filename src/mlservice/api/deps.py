@@ -7,7 +7,6 @@ the predictor it started with and the next one gets the new model.
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from mlservice.api.auth import check_key
 from mlservice.api.errors import ApiError, ModelUnavailableError, UnauthorizedError
 from mlservice.api.metrics import ApiMetrics
 from mlservice.api.settings import ApiSettings
@@ -31,7 +31,6 @@ __all__ = [
     "get_model_state",
     "get_predictor",
     "get_settings",
-    "key_matches",
     "refuse_admin",
     "require_admin_key",
     "require_api_key",
@@ -98,31 +97,21 @@ async def get_predictor(state: ModelStateDep) -> Predictor:
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 
-def key_matches(token: str, keys: tuple[str, ...]) -> bool:
-    """Whether ``token`` is one of ``keys``, compared in constant time."""
-    given = token.encode("utf-8", "surrogateescape")
-    matched = False
-    for key in keys:  # no early exit: the time taken does not tell which key is close
-        matched |= hmac.compare_digest(given, key.encode("utf-8"))
-    return matched
-
-
 async def require_api_key(
     state: ModelStateDep,
     api_key: Annotated[str | None, Security(_api_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> None:
-    """401 unless the request carries one of the configured keys (``X-API-Key`` or Bearer)."""
-    if not state.api_keys:
-        return
+    """401 unless the request carries one of the configured keys (``X-API-Key`` or Bearer).
+
+    ``BodyGuardMiddleware`` refuses such requests before their body is read, by the same rule
+    (``mlservice.api.auth``); this dependency declares the security schemes in OpenAPI and
+    guards the routes of an app built without that middleware.
+    """
     token = api_key if api_key else (bearer.credentials if bearer else None)
-    if not token:
-        raise UnauthorizedError(
-            "missing API key: send it in the X-API-Key header or as 'Authorization: Bearer <key>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not key_matches(token, state.api_keys):
-        raise UnauthorizedError("invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    problem = check_key(token, state.api_keys)
+    if problem is not None:
+        raise UnauthorizedError(problem, headers={"WWW-Authenticate": "Bearer"})
 
 
 _ADMIN_OFF = (

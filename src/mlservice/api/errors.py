@@ -6,6 +6,8 @@ exception                           status  ``mlservice_errors_total``
 malformed JSON body                 400     ``bad_request``
 ``RequestValidationError``          422     ``validation``
 ``SchemaError`` (predictor)         422     ``validation``
+a list over its limit (batch rows)  413     ``too_large``
+``BundleError`` (pipeline load)     503     ``model_unavailable``
 ``UnauthorizedError``               401     ``unauthorized``
 ``BatchTooLargeError``              413     ``too_large``
 ``ModelUnavailableError``           503     ``model_unavailable``
@@ -19,6 +21,7 @@ Body size (413), bad ``Content-Length`` (400) and content type (415) are refused
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,8 +31,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlservice.api.metrics import ApiMetrics
-from mlservice.api.schemas import ErrorResponse
-from mlservice.errors import SchemaError
+from mlservice.api.schemas import TOO_MANY_ITEMS, ErrorResponse
+from mlservice.errors import BundleError, SchemaError
 
 __all__ = [
     "ERROR_RESPONSES",
@@ -45,8 +48,13 @@ __all__ = [
     "request_id_of",
 ]
 
+log = logging.getLogger("mlservice.api")
+
 _FEATURE_HINT = "See GET /api/v1/model for the feature schema."
 _MAX_SHOWN = 5
+#: Items of the ``errors`` list of one answer (a batch of bad rows could list millions).
+MAX_ERROR_ITEMS = 50
+_MAX_INPUT_ITEMS = 20
 _MAX_INPUT_REPR = 80
 _TAGS = frozenset({"named", "positional"})
 
@@ -140,6 +148,9 @@ def _clean_loc(loc: Sequence[Any]) -> list[str | int]:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, list | tuple | dict) and len(value) > _MAX_INPUT_ITEMS:
+        # repr of a 200,000-row list would be built only to be cut
+        return f"a {type(value).__name__} of {len(value)} items"
     text = repr(value)
     return text if len(text) <= _MAX_INPUT_REPR else text[: _MAX_INPUT_REPR - 1] + "…"
 
@@ -149,7 +160,7 @@ def format_validation_errors(
 ) -> tuple[str, list[dict[str, Any]]]:
     """A one-line ``detail`` naming each bad field, and the cleaned error list."""
     items, lines = [], []
-    for err in errors:
+    for err in errors[:MAX_ERROR_ITEMS]:
         loc = _clean_loc(err.get("loc", ()))
         msg = str(err.get("msg", "invalid value"))
         kind = str(err.get("type", "value_error"))
@@ -158,8 +169,10 @@ def format_validation_errors(
         got = "" if kind == "missing" or "input" not in err else f" (got {_short(err['input'])})"
         lines.append(f"{where}: {msg}{got}")
     detail = "; ".join(lines[:_MAX_SHOWN])
-    if len(lines) > _MAX_SHOWN:
-        detail += f"; and {len(lines) - _MAX_SHOWN} more"
+    if len(errors) > _MAX_SHOWN:
+        detail += f"; and {len(errors) - _MAX_SHOWN} more"
+    if len(errors) > len(items):
+        detail += f" (the first {len(items)} of {len(errors)} problems are listed in 'errors')"
     return f"{detail}. {_FEATURE_HINT}", items
 
 
@@ -189,9 +202,31 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
                 f"request body is not valid JSON: {reason}. Send a JSON object.",
                 request_id=request_id_of(request),
             )
+        too_many = [e for e in raw if e.get("type") == TOO_MANY_ITEMS]
+        if too_many:
+            metrics.count_error("too_large")
+            where = ".".join(str(p) for p in _clean_loc(too_many[0].get("loc", ()))) or "body"
+            return error_response(
+                413, f"{where}: {too_many[0].get('msg')}", request_id=request_id_of(request)
+            )
         metrics.count_error("validation")
         detail, items = format_validation_errors(raw)
         return error_response(422, detail, request_id=request_id_of(request), errors=items)
+
+    async def on_bundle_error(request: Request, exc: Exception) -> JSONResponse:
+        # The pipeline was needed and could not be loaded (changed on disk, a library missing):
+        # 503 like any unavailable model; the reason, with server paths, goes to the log only.
+        metrics.count_error("model_unavailable")
+        log.error(
+            "the model cannot be loaded for this request",
+            extra={"fields": {"reason": str(exc), "request_id": request_id_of(request)}},
+        )
+        return error_response(
+            503,
+            "the model cannot be loaded (the server log has the reason); "
+            "GET /health/ready reports readiness",
+            request_id=request_id_of(request),
+        )
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -209,5 +244,6 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(SchemaError, on_schema_error)
+    app.add_exception_handler(BundleError, on_bundle_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -12,9 +12,10 @@ arrays the graph takes, so this ASGI layer does it by hand, for the happy path o
   range, strings, closed categories, nulls only where allowed) and builds the graph's inputs in
   the same pass;
 * anything it does not accept, for whatever reason (malformed JSON, a wrong type, a missing
-  feature, no API key, no model loaded, a model served by scikit-learn), is handed untouched to
-  the FastAPI route, which validates it fully and answers exactly as it always does (422 naming
-  the field, 401, 503, ...). The fast path never answers a 4xx of its own, so the two can't
+  feature, too many rows, no model loaded, a model served by scikit-learn), is handed untouched
+  to the FastAPI route, which validates it fully and answers exactly as it always does (422
+  naming the field, 413, 503, ...). The API key was already checked by the body guard, before
+  the body was read. The fast path never answers a 4xx of its own, so the two can't
   disagree about what is valid: ``tests/test_fast_path.py`` checks that every request it
   takes gets the same answer from the route.
 
@@ -35,12 +36,17 @@ import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mlservice.api.deps import ModelState, key_matches
+from mlservice.api.deps import ModelState
 from mlservice.api.errors import ApiError, error_response
 from mlservice.api.metrics import ApiMetrics
 from mlservice.api.middleware import replay_body
 from mlservice.api.routes._offload import call_model, model_failure
-from mlservice.api.routes.predict import INLINE_MAX_ROWS, runs_inline
+from mlservice.api.routes.predict import (
+    INLINE_MAX_ROWS,
+    MODEL_HEADER,
+    MODEL_HEADER_NAME,
+    runs_inline,
+)
 from mlservice.api.settings import ApiSettings
 from mlservice.errors import MlserviceError
 from mlservice.inference import Predictor
@@ -154,40 +160,14 @@ class FastPredictMiddleware:
             shape = self._shape = RequestShape(predictor, self.settings.max_batch_size)
         return shape
 
-    def _authorized(self, scope: Scope) -> bool:
-        keys = self.state.api_keys
-        if not keys:
-            return True
-        # The same reading as ``require_api_key``: the first X-API-Key header when it is not
-        # empty, else the first Authorization header's Bearer credentials.
-        api_key = authorization = None
-        for name, value in scope["headers"]:
-            if name == b"x-api-key" and api_key is None:
-                api_key = value
-            elif name == b"authorization" and authorization is None:
-                authorization = value
-        if api_key:
-            token = api_key.decode("latin-1")
-        elif authorization:
-            scheme, _, token = authorization.decode("latin-1").partition(" ")
-            token = token.strip()  # as fastapi.security.utils.get_authorization_scheme_param
-            if scheme.lower() != "bearer":
-                return False
-        else:
-            return False
-        return bool(token) and key_matches(token, keys)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path") if scope["type"] == "http" else None
         if path not in FAST_PATHS or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         predictor = self.state.predictor
-        if (
-            predictor is None
-            or not predictor.onnx_self_contained
-            or not self._authorized(scope)
-        ):
+        # The API key was checked by the body guard, before the body was read.
+        if predictor is None or not predictor.onnx_self_contained:
             self.metrics.fast_deferred.inc()
             await self.app(scope, receive, send)
             return
@@ -209,7 +189,11 @@ class FastPredictMiddleware:
         if isinstance(answer, Response):
             await answer(scope, receive, send)
             return
-        headers = [*_JSON_HEADERS, (b"content-length", str(len(answer)).encode())]
+        headers = [
+            *_JSON_HEADERS,
+            (b"content-length", str(len(answer)).encode()),
+            (MODEL_HEADER, predictor.bundle_id.encode("latin-1", "replace")),
+        ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
 
@@ -231,7 +215,10 @@ class FastPredictMiddleware:
         except ApiError as exc:  # a timeout or a model failure: answered as the route would
             self.metrics.count_error(exc.kind)
             return error_response(
-                exc.status_code, exc.detail, request_id=request_id, headers=exc.headers
+                exc.status_code,
+                exc.detail,
+                request_id=request_id,
+                headers={**exc.headers, MODEL_HEADER_NAME: predictor.bundle_id},
             )
         if results is None:
             return None

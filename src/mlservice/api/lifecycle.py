@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -39,7 +40,6 @@ from starlette.concurrency import run_in_threadpool
 
 from mlservice.api.deps import ModelState
 from mlservice.api.metrics import ApiMetrics
-from mlservice.bundle import METADATA_FILE, MODEL_FILE
 from mlservice.inference import FeatureInfo, Predictor
 
 __all__ = [
@@ -55,6 +55,7 @@ log = logging.getLogger("mlservice.api.lifecycle")
 _Contract = tuple[tuple[Any, ...], ...]
 _SourceKey = tuple[Any, ...] | None
 _DRAIN_POLL_S = 0.05
+_MAX_WATCHED_FILES = 1000
 
 
 def request_contract(features: Sequence[FeatureInfo]) -> _Contract:
@@ -85,13 +86,34 @@ def _stat_key(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _tree_key(root: Path) -> tuple[Any, ...]:
+    """Name and identity of every file under ``root`` (a bundle: a dozen files at most).
+
+    Every file, not only the manifest: a bundle copied in file by file (rsync, a volume sync)
+    fails its first load on a file that has not arrived yet, and must be tried again when it
+    does; a key that did not change would never retry.
+    """
+    entries: list[tuple[str, tuple[int, int, int] | None]] = []
+    try:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = Path(dirpath) / name
+                entries.append((str(full.relative_to(root)), _stat_key(full)))
+            if len(entries) > _MAX_WATCHED_FILES:  # not a bundle: identity of the top only
+                break
+    except OSError:
+        return ()
+    return tuple(entries)
+
+
 def _source_key(path: Path) -> _SourceKey:
-    """Where ``path`` points now and the identity of its manifest and model file."""
+    """Where ``path`` points now and the identity of every file of the bundle there."""
     try:
         real = path.resolve(strict=True)
     except (OSError, RuntimeError):  # missing, dangling symlink, symlink loop
         return None
-    return (str(real), _stat_key(real / METADATA_FILE), _stat_key(real / MODEL_FILE))
+    return (str(real), _tree_key(real))
 
 
 @dataclass(frozen=True)

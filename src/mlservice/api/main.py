@@ -65,19 +65,35 @@ def _read_schema(path: Path) -> tuple[dict[str, Any] | None, tuple[FeatureInfo, 
     return meta, features or None
 
 
+def _public_paths(settings: ApiSettings) -> tuple[str, ...]:
+    """Paths that answer without an API key when keys are configured."""
+    paths = ["/health", "/health/ready"]
+    if settings.public_docs:
+        paths += ["/docs", "/docs/oauth2-redirect", "/openapi.json", DOCS_OPENAPI_URL]
+    if settings.public_metrics:
+        paths.append("/metrics")
+    return tuple(paths)
+
+
 def _include_task_routes(
-    app: FastAPI, meta: dict[str, Any] | None, example: dict[str, Any], auth: list[Any]
+    app: FastAPI,
+    meta: dict[str, Any] | None,
+    example: dict[str, Any],
+    auth: list[Any],
+    max_rows: int,
 ) -> None:
-    """``/forecast`` for time-series models, ``/rank`` for ranking models (SPEC §5)."""
+    """``/forecast`` for time-series models, ``/rank`` for ranking models."""
     task = (meta or {}).get("task")
     if task == "time_series":
         from mlservice.api.routes.forecast import build_forecast_router
 
-        app.include_router(build_forecast_router(meta), dependencies=auth)
+        app.include_router(build_forecast_router(meta, max_rows=max_rows), dependencies=auth)
     elif task == "ranking":
         from mlservice.api.routes.rank import build_rank_router
 
-        app.include_router(build_rank_router(example or None), dependencies=auth)
+        app.include_router(
+            build_rank_router(example or None, max_rows=max_rows), dependencies=auth
+        )
 
 
 def _install_docs(app: FastAPI, title: str) -> None:
@@ -125,7 +141,9 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
     meta, features = _read_schema(path)
     name = str((meta or {}).get("name", "model"))
     version = str((meta or {}).get("version", "0.0.0"))
-    models = build_request_models(features, model_name=name)
+    models = build_request_models(
+        features, model_name=name, max_batch_size=settings.max_batch_size
+    )
     metrics = ApiMetrics()
     state = ModelState(path=path, api_keys=settings.api_keys())
     configure_json_logging(settings.log_level)
@@ -152,6 +170,9 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
         ),
         docs_url=None,
         redoc_url=None,
+        # No redirects: Starlette builds them from the Host header (`/predict/` → 307 to
+        # http://<any host>/predict); a wrong path is a 404.
+        redirect_slashes=False,
         lifespan=lifespan,
         telemetry=None if settings.otel else _NO_TELEMETRY,
     )
@@ -166,7 +187,7 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
     app.include_router(build_admin_router(keys_configured=bool(state.api_keys)))
     app.include_router(model_router, dependencies=auth)
     app.include_router(build_predict_router(models), dependencies=auth)
-    _include_task_routes(app, meta, models.named_example, auth)
+    _include_task_routes(app, meta, models.named_example, auth, settings.max_batch_size)
     _install_docs(app, title)
 
     if settings.fast_path:
@@ -177,6 +198,10 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
         max_body_bytes=settings.max_body_bytes,
         json_paths=_JSON_PATHS,
         metrics=metrics,
+        api_keys=state.api_keys,
+        public_paths=_public_paths(settings),
+        public_prefixes=(STATIC_URL + "/",),
+        body_timeout_s=settings.body_timeout_s,
     )
     if settings.cors_origins:
         app.add_middleware(

@@ -1,14 +1,16 @@
 """ASGI middleware: request id + JSON access log + metrics timing, and the body guard.
 
 ``RequestContextMiddleware`` is the outermost layer so every answer (even a 413 from the guard)
-carries ``X-Request-ID``, is timed and is logged as one JSON line. ``BodyGuardMiddleware`` refuses
-a body that is too large from its ``Content-Length`` before reading it (and by counting streamed
-bytes when there is none), a non-integer ``Content-Length`` (400) and a non-JSON content type on
-the JSON routes (415); uvicorn itself has no body limit.
+carries ``X-Request-ID``, is timed and is logged as one JSON line. ``BodyGuardMiddleware`` checks
+the API key before anything else (401 without reading the body), refuses a body that is too large
+from its ``Content-Length`` before reading it (and by counting streamed bytes when there is
+none), a non-integer ``Content-Length`` (400), a non-JSON content type on the JSON routes (415)
+and a body that stops arriving (408); uvicorn itself has no body limit nor body timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -22,6 +24,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlservice.api.auth import check_key, request_token
 from mlservice.api.errors import error_response
 from mlservice.api.metrics import ApiMetrics
 
@@ -33,6 +36,7 @@ __all__ = [
     "JsonFormatter",
     "RequestContextMiddleware",
     "configure_json_logging",
+    "is_json_content_type",
     "replay_body",
 ]
 
@@ -228,68 +232,157 @@ class RequestContextMiddleware:
             )
 
 
+def is_json_content_type(value: str | None) -> bool:
+    """The one rule for a JSON body: ``application/json`` or ``application/<type>+json``
+    (parameters such as ``charset`` ignored). Both predict paths and every JSON route rely on
+    the body guard applying it, so none of them needs a rule of its own."""
+    mime = (value or "").split(";", 1)[0].strip().lower()
+    return mime == "application/json" or (
+        mime.startswith("application/") and mime.endswith("+json")
+    )
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
 class BodyGuardMiddleware:
-    """Body size limit (413), integer ``Content-Length`` (400), JSON content type (415)."""
+    """What every request must pass before its body is read or parsed.
+
+    In order: the API key (401, when keys are configured and the path is not public), a
+    non-integer ``Content-Length`` (400), a declared size over the limit (413), the content
+    type of JSON routes (415), then the body itself: over the limit while streaming (413), or
+    not arrived in full within ``body_timeout_s`` (408, connection closed). A UTF-8 byte order
+    mark in front of a JSON body is dropped (RFC 8259 lets a parser ignore it), so every layer
+    after this one sees the same bytes.
+    """
 
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, json_paths: Collection[str], metrics: ApiMetrics
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        json_paths: Collection[str],
+        metrics: ApiMetrics,
+        api_keys: tuple[str, ...] = (),
+        public_paths: Collection[str] = (),
+        public_prefixes: tuple[str, ...] = (),
+        body_timeout_s: float = 15.0,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.json_paths = frozenset(json_paths)
         self.metrics = metrics
+        self.api_keys = api_keys
+        self.public_paths = frozenset(public_paths)
+        self.public_prefixes = public_prefixes
+        self.body_timeout_s = body_timeout_s
 
     async def _refuse(
-        self, scope: Scope, receive: Receive, send: Send, status: int, kind: str, detail: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        kind: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.metrics.count_error(kind)
-        response = error_response(status, detail, request_id=_state(scope).get("request_id"))
+        response = error_response(
+            status, detail, request_id=_state(scope).get("request_id"), headers=headers
+        )
         await response(scope, receive, send)
 
+    def _needs_key(self, path: str) -> bool:
+        if not self.api_keys or path in self.public_paths:
+            return False
+        return not (self.public_prefixes and path.startswith(self.public_prefixes))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in _BODY_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        if path in self.json_paths:
+        if self._needs_key(path):
+            problem = check_key(request_token(scope["headers"]), self.api_keys)
+            if problem is not None:  # refused before a byte of the body is read
+                await self._refuse(
+                    scope, receive, send, 401, "unauthorized", problem,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                return
+        if scope.get("method") not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        json_path = path in self.json_paths
+        if json_path:
             _state(scope)["route_hint"] = path
-        limit = self.max_body_bytes
-        too_large = (
-            f"request body exceeds the limit of {limit} bytes (max_body_bytes); "
+        problem_status = self._check_headers(scope, json_path)
+        if problem_status is not None:
+            status, kind, detail = problem_status
+            await self._refuse(scope, receive, send, status, kind, detail)
+            return
+        body = await self._read_body(scope, receive, send)
+        if body is None:
+            return
+        if json_path and body.startswith(_BOM):
+            body = body[len(_BOM):]
+        await self.app(scope, replay_body(body, receive), send)
+
+    def _too_large(self) -> str:
+        return (
+            f"request body exceeds the limit of {self.max_body_bytes} bytes (max_body_bytes); "
             "send fewer instances per request"
         )
+
+    def _check_headers(self, scope: Scope, json_path: bool) -> tuple[int, str, str] | None:
         declared = _header(scope, b"content-length")
         if declared is not None:
             text = declared.strip()
             if not (text.isascii() and text.isdigit()):
                 detail = f"Content-Length header must be a non-negative integer, got {declared!r}"
-                await self._refuse(scope, receive, send, 400, "bad_request", detail)
-                return
-            if int(text) > limit:
-                await self._refuse(scope, receive, send, 413, "too_large", too_large)
-                return
-        if path in self.json_paths:
-            content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
-            if content_type != "application/json" and not content_type.endswith("+json"):
-                got = repr(content_type) if content_type else "no Content-Type"
+                return 400, "bad_request", detail
+            if int(text) > self.max_body_bytes:
+                return 413, "too_large", self._too_large()
+        if json_path:
+            content_type = _header(scope, b"content-type")
+            if not is_json_content_type(content_type):
+                mime = (content_type or "").split(";")[0].strip().lower()
+                got = repr(mime) if mime else "no Content-Type"
                 detail = f"Content-Type must be application/json, got {got}"
-                await self._refuse(scope, receive, send, 415, "unsupported_media_type", detail)
-                return
+                return 415, "unsupported_media_type", detail
+        return None
+
+    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or ``None`` when the client left or an error was answered."""
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await self._refuse(scope, receive, send, 413, "too_large", too_large)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, replay_body(b"".join(chunks), receive), send)
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        detail = self._too_large()
+                        await self._refuse(scope, receive, send, 413, "too_large", detail)
+                        return None
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            detail = (
+                f"the request body did not arrive within {self.body_timeout_s:g} s "
+                f"(body_timeout_s); {size} bytes were received. Send the whole body at once."
+            )
+            await self._refuse(
+                scope, receive, send, 408, "body_timeout", detail,
+                headers={"Connection": "close"},
+            )
+            return None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def replay_body(body: bytes, receive: Receive) -> Receive:

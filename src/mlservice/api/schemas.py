@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 from mlservice.inference import MAX_ABS_NUMERIC, MAX_TEXT_LENGTH, FeatureInfo
 
 __all__ = [
+    "TOO_MANY_ITEMS",
     "BatchPredictResponse",
     "CvMetric",
     "ErrorItem",
@@ -43,8 +44,10 @@ __all__ = [
     "TargetDescription",
     "TargetResult",
     "build_request_models",
+    "max_items",
     "row_to_python",
     "row_values",
+    "too_many_items",
 ]
 
 Scalar = str | int | float | bool
@@ -318,14 +321,47 @@ def _length_check(names: list[str]) -> Callable[[Any], Any]:
     return check
 
 
+#: Error type of a list longer than its limit; the API answers it with 413.
+TOO_MANY_ITEMS = "too_many_items"
+
+
+def max_items(limit: int, what: str) -> Callable[[Any], Any]:
+    """A ``BeforeValidator`` refusing a list longer than ``limit`` before its items are
+    validated: pydantic's own ``max_length`` is checked after every item was (a million empty
+    rows cost a million errors first)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > limit:
+            raise too_many_items(len(value), limit, what)
+        return value
+
+    return check
+
+
+def too_many_items(count: int, limit: int, what: str) -> PydanticCustomError:
+    """The error of a request with more rows than ``max_batch_size`` (answered 413)."""
+    return PydanticCustomError(
+        TOO_MANY_ITEMS,
+        "request has {count} {what}; the limit is {limit} (max_batch_size). "
+        "Split it into smaller requests.",
+        {"count": count, "limit": limit, "what": what},
+    )
+
+
 def _positional_tag(value: Any) -> str:
     return "positional" if isinstance(value, list | tuple) else "named"
 
 
 def build_request_models(
-    features: tuple[FeatureInfo, ...] | None, *, model_name: str = "model"
+    features: tuple[FeatureInfo, ...] | None,
+    *,
+    model_name: str = "model",
+    max_batch_size: int = 10_000,
 ) -> RequestModels:
-    """Request models for ``features`` (``None``: a generic schema for an unreadable bundle)."""
+    """Request models for ``features`` (``None``: a generic schema for an unreadable bundle).
+
+    ``instances`` of a batch holds at most ``max_batch_size`` rows, checked before any row.
+    """
     if not features:
         row: Any = dict[str, Any] | list[Any]
         named: dict[str, Any] = {}
@@ -364,6 +400,11 @@ def build_request_models(
             Discriminator(_positional_tag),
         ]
         typed = True
+    instances_type: Any = Annotated[
+        list[row],
+        BeforeValidator(max_items(max_batch_size, "instances")),
+        Field(min_length=1, max_length=max_batch_size),
+    ]
     predict = create_model(
         "PredictRequest",
         __config__=ConfigDict(extra="forbid"),
@@ -374,7 +415,7 @@ def build_request_models(
         "BatchPredictRequest",
         __config__=ConfigDict(extra="forbid"),
         __doc__="Several instances, each an object of features or a list in feature order.",
-        instances=(list[row], Field(..., min_length=1)),
+        instances=(instances_type, Field(...)),
     )
     return RequestModels(predict, batch, named, positional, typed)
 

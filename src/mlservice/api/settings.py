@@ -24,6 +24,12 @@ config said at training time), then environment variables:
                                (default ``20000``; ``0``: Python's collector as it is)
 ``MLSERVICE_OTEL``             ``true``: keep FastAPI's native OpenTelemetry instrumentation
                                (used when an OpenTelemetry provider is configured)
+``MLSERVICE_BODY_TIMEOUT``     seconds a request body may take to arrive before the API
+                               answers 408 (default ``15``)
+``MLSERVICE_PUBLIC_DOCS``      ``true``: ``/docs`` and the OpenAPI documents answer without a
+                               key when keys are configured (default: the key is required)
+``MLSERVICE_PUBLIC_METRICS``   ``true``: ``/metrics`` answers without a key when keys are
+                               configured (default: the key is required)
 =============================  ==========================================================
 """
 
@@ -59,6 +65,9 @@ _ENV_FIELDS = {
     "MLSERVICE_MICRO_BATCHING": "micro_batching",
     "MLSERVICE_OTEL": "otel",
     "MLSERVICE_GC_THRESHOLD": "gc_threshold",
+    "MLSERVICE_BODY_TIMEOUT": "body_timeout_s",
+    "MLSERVICE_PUBLIC_DOCS": "public_docs",
+    "MLSERVICE_PUBLIC_METRICS": "public_metrics",
 }
 
 
@@ -98,6 +107,15 @@ class ApiSettings(BaseModel):
     #: Join the small fast-path requests that are ready together into one ONNX call
     #: (``mlservice.api.fast_path.MicroBatcher``); never waits for more requests to arrive.
     micro_batching: bool = True
+    #: Seconds a request body may take to arrive in full; past them the API answers 408 and
+    #: closes the connection (a client that stops sending would otherwise hold it forever).
+    body_timeout_s: float = Field(15.0, gt=0, le=300)
+    #: With API keys configured, ``/docs`` and the OpenAPI documents (features, categories,
+    #: training ranges) need a key too, unless this is true. Without keys everything is open.
+    public_docs: bool = False
+    #: With API keys configured, ``/metrics`` (per-class counts) needs a key too, unless this
+    #: is true (Prometheus sends one with ``authorization: {credentials: ...}``).
+    public_metrics: bool = False
 
     @field_validator("cors_origins")
     @classmethod

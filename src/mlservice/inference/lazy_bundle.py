@@ -6,9 +6,12 @@ manifest's hashes check out and the onnxruntime session is built. Deserializing 
 than the whole rest of the start-up and most of the memory, so it waits for the first user of
 ``Bundle.pipeline`` (batch scoring, a fallback to scikit-learn).
 
-The checks are the same as ``load_bundle``'s, only split in time: every file's sha256 when the
-bundle is opened; the hash again, the installed extras and the skops type allowlist right before
-``model.skops`` is deserialized.
+The checks are the same as ``load_bundle``'s, only split in time. When the bundle is opened: every
+file's sha256, and the skops archive's structure and type allowlist (read from its schema,
+nothing constructed), so a bundle that ``load_bundle`` would refuse is never served, whichever
+runtime serves it. Right before ``model.skops`` is deserialized: the hash again and the
+installed extras (a library such as LightGBM is needed only to run the pipeline, not the ONNX
+graph). A failure to load is kept: later users get the same error without re-reading the file.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from mlservice.bundle import (
     MODEL_FILE,
     Bundle,
+    audit_pipeline_types,
     check_requirements,
     load_pipeline,
     read_verified_metadata,
@@ -36,14 +40,21 @@ class LazyBundle(Bundle):
     def __init__(self, path: Path, metadata: dict[str, Any]) -> None:
         self._lock = threading.Lock()
         self._pipeline: Any = None
+        self._error: BaseException | None = None
         super().__init__(path=path, metadata=metadata, pipeline=None)
 
     @property
     def pipeline(self) -> Any:
         if self._pipeline is None:
             with self._lock:
+                if self._error is not None:  # failed before: the same answer, no re-hash
+                    raise self._error
                 if self._pipeline is None:
-                    self._pipeline = self._load()
+                    try:
+                        self._pipeline = self._load()
+                    except Exception as exc:
+                        self._error = exc
+                        raise
         return self._pipeline
 
     @pipeline.setter
@@ -70,6 +81,8 @@ class LazyBundle(Bundle):
 
 
 def open_verified_bundle(path: str | Path) -> LazyBundle:
-    """Schema version and every file's hash checked now; the pipeline deserialized on use."""
+    """Schema version, every file's hash and the skops type audit now; the pipeline
+    deserialized on use."""
     real, metadata = read_verified_metadata(path)
+    audit_pipeline_types(real, real / MODEL_FILE)
     return LazyBundle(real, metadata)

@@ -101,6 +101,9 @@ class Predictor:
         self.bundle = bundle
         meta = bundle.metadata
         self.task: str = str(meta.get("task", "regression"))
+        #: Which bundle answers (its directory name when it was saved): two bundles trained
+        #: as the same version differ here. The API sends it as ``X-Model-Bundle``.
+        self.bundle_id: str = str(meta.get("bundle_id") or bundle.path.name)
         specs = meta.get("features") or [{"name": n} for n in meta.get("feature_names", [])]
         self.features: tuple[FeatureInfo, ...] = tuple(FeatureInfo.from_metadata(s) for s in specs)
         names = meta.get("feature_names") or [f.name for f in self.features]

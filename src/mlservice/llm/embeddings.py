@@ -52,21 +52,25 @@ def _missing_extra(what: str, exc: ImportError) -> MissingExtraError:
 
 
 def resolve_model_path(model_name: str = DEFAULT_MODEL) -> Path:
-    """Directory of an embedding model: a packaged name (``minilm``) or a local model directory."""
-    package = PACKAGED_MODELS.get(model_name)
-    if package is not None:
-        try:
-            module = importlib.import_module(package)
-        except ImportError as exc:
-            raise _missing_extra(f"embedding model {model_name!r}", exc) from exc
-        return Path(module.get_model_path())
-    path = Path(model_name)
-    if path.is_dir() and (path / "modules.json").is_file():
-        return path
-    raise ValueError(
-        f"unknown embedding model {model_name!r}; use one of {sorted(PACKAGED_MODELS)} or the "
-        "path of a local sentence-transformers directory (models are never downloaded)"
-    )
+    """Directory of a packaged embedding model (``minilm``).
+
+    Only packaged names are accepted: ``model_name`` is stored in a bundle's ``TextEmbedder``,
+    and a server must never load whatever directory a bundle names (a bundle writer could point
+    it anywhere on the server). Code that wants another local model passes its path to
+    ``create_embedding_function`` explicitly.
+    """
+    package = PACKAGED_MODELS.get(model_name) if isinstance(model_name, str) else None
+    if package is None:
+        raise ValueError(
+            f"unknown embedding model {model_name!r}; a TextEmbedder takes one of the packaged "
+            f"models {sorted(PACKAGED_MODELS)} (models are never downloaded, and a bundle may "
+            "not name a directory on the server)"
+        )
+    try:
+        module = importlib.import_module(package)
+    except ImportError as exc:
+        raise _missing_extra(f"embedding model {model_name!r}", exc) from exc
+    return Path(module.get_model_path())
 
 
 def _load_model(path: Path) -> Any:
@@ -181,7 +185,8 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
     embed as the empty string. Output: ``embedding_dim_`` float32 columns, L2-normalized.
 
     Args:
-        model_name: ``"minilm"`` (the packaged all-MiniLM-L6-v2) or a local model directory.
+        model_name: ``"minilm"`` (the packaged all-MiniLM-L6-v2); nothing else, so that a bundle
+            can never make a server load a directory of its choosing.
         batch_size: texts encoded per forward pass.
     """
 
@@ -203,6 +208,11 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"The 'model_name' parameter of TextEmbedder must be a non-empty str. "
                 f"Got {self.model_name!r} instead."
+            )
+        if self.model_name not in PACKAGED_MODELS:
+            raise ValueError(
+                f"The 'model_name' parameter of TextEmbedder must be one of "
+                f"{sorted(PACKAGED_MODELS)} (a packaged model). Got {self.model_name!r} instead."
             )
         if (
             isinstance(self.batch_size, bool)

@@ -7,14 +7,15 @@ instance how many history rows a series must have); a model of another task is 4
 """
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import APIRouter, Body, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlservice.api.deps import MetricsDep, PredictorDep, SettingsDep
-from mlservice.api.errors import ERROR_RESPONSES, ApiError, BatchTooLargeError
+from mlservice.api.errors import ERROR_RESPONSES, ApiError
 from mlservice.api.routes._offload import per_predictor, run_model_call
+from mlservice.api.schemas import too_many_items
 from mlservice.inference.forecast import FORECAST_METHOD, Forecaster, example_request
 
 __all__ = [
@@ -41,6 +42,17 @@ class ForecastRequest(BaseModel):
     """Recent history of each series, and how many steps to forecast after it."""
 
     model_config = ConfigDict(extra="forbid")
+    #: Most history + future rows (``max_batch_size``), counted before any row is validated.
+    max_rows: ClassVar[int] = 10_000
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            rows = sum(len(v) for k in ("history", "future") if isinstance(v := data.get(k), list))
+            if rows > cls.max_rows:
+                raise too_many_items(rows, cls.max_rows, "history/future rows")
+        return data
 
     history: list[dict[str, Any]] = Field(
         ...,
@@ -82,9 +94,18 @@ def _example(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"history": [{"date": "2024-01-01T00:00:00", "value": 1.0}], "horizon": 1}
 
 
-def build_forecast_router(meta: Mapping[str, Any] | None = None) -> APIRouter:
-    """The forecast route; ``meta`` (bundle metadata, optional) only shapes the /docs example."""
+def build_forecast_router(
+    meta: Mapping[str, Any] | None = None, *, max_rows: int = 10_000
+) -> APIRouter:
+    """The forecast route; ``meta`` (bundle metadata, optional) only shapes the /docs example;
+    a request holds at most ``max_rows`` history and future rows."""
     router = APIRouter(prefix="/api/v1", tags=["forecast"])
+
+    class BoundedForecastRequest(ForecastRequest):
+        __doc__ = ForecastRequest.__doc__
+
+    BoundedForecastRequest.max_rows = max_rows
+
     forecaster_of = per_predictor(Forecaster, WrongTaskError)
 
     example = {"history": {"summary": "Recent history", "value": _example(meta)}}
@@ -97,19 +118,13 @@ def build_forecast_router(meta: Mapping[str, Any] | None = None) -> APIRouter:
     )
     async def forecast(
         request: Request,
-        body: Annotated[ForecastRequest, Body(openapi_examples=example)],
+        body: Annotated[BoundedForecastRequest, Body(openapi_examples=example)],
         predictor: PredictorDep,
         settings: SettingsDep,
         metrics: MetricsDep,
     ) -> ForecastResponse:
         """One forecast per series and step, computed recursively (see the module docs)."""
-        forecaster = forecaster_of(predictor)
-        rows = len(body.history) + len(body.future or [])
-        if rows > settings.max_batch_size:
-            raise BatchTooLargeError(
-                f"request has {rows} history/future rows; the limit is {settings.max_batch_size} "
-                "(max_batch_size). Send only the last rows each series needs."
-            )
+        forecaster = forecaster_of(predictor)  # rows counted by the request model
         steps = body.horizon or forecaster.spec.horizon
         points = await run_model_call(
             lambda: forecaster.forecast(body.history, horizon=steps, future=body.future),

@@ -33,7 +33,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 
 from mlservice.api.deps import get_model_state, get_predictor
-from mlservice.api.errors import ERROR_RESPONSES, BatchTooLargeError, request_id_of
+from mlservice.api.errors import ERROR_RESPONSES, request_id_of
 from mlservice.api.metrics import ApiMetrics
 from mlservice.api.routes._offload import call_model
 from mlservice.api.schemas import (
@@ -47,6 +47,8 @@ from mlservice.inference import Predictor
 
 __all__ = [
     "INLINE_MAX_ROWS",
+    "MODEL_HEADER",
+    "MODEL_HEADER_NAME",
     "JsonBytesResponse",
     "build_predict_router",
     "run_prediction",
@@ -55,6 +57,9 @@ __all__ = [
 
 #: ONNX requests up to this many rows run on the event loop (about 1 ms of work at most).
 INLINE_MAX_ROWS = 32
+#: The response header naming the bundle that answered (two bundles can share a version).
+MODEL_HEADER_NAME = "X-Model-Bundle"
+MODEL_HEADER = MODEL_HEADER_NAME.lower().encode()
 
 
 class JsonBytesResponse(Response):
@@ -136,7 +141,10 @@ def build_predict_router(models: RequestModels) -> APIRouter:
             request=request,
             metrics=metrics,
         )
-        return JsonBytesResponse({**results[0], "model_version": predictor.version})
+        return JsonBytesResponse(
+            {**results[0], "model_version": predictor.version},
+            headers={MODEL_HEADER_NAME: predictor.bundle_id},
+        )
 
     @router.post(
         "/predict/batch",
@@ -152,12 +160,7 @@ def build_predict_router(models: RequestModels) -> APIRouter:
     ) -> Response:
         """Up to `max_batch_size` instances, each an object of features or a list."""
         predictor, settings, metrics = serving
-        count = len(body.instances)
-        if count > settings.max_batch_size:
-            raise BatchTooLargeError(
-                f"batch has {count} instances; the limit is {settings.max_batch_size} "
-                "(max_batch_size). Split it into smaller batches."
-            )
+        count = len(body.instances)  # at most max_batch_size: checked before the rows
         results = await run_prediction(
             predictor,
             [row_values(row) for row in body.instances],
@@ -166,7 +169,8 @@ def build_predict_router(models: RequestModels) -> APIRouter:
             metrics=metrics,
         )
         return JsonBytesResponse(
-            {"predictions": results, "total_instances": count, "model_version": predictor.version}
+            {"predictions": results, "total_instances": count, "model_version": predictor.version},
+            headers={MODEL_HEADER_NAME: predictor.bundle_id},
         )
 
     return router

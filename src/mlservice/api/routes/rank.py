@@ -7,15 +7,16 @@ with the candidate's ``index`` in the request, its ``score`` and its ``rank`` (1
 """
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlservice.api.deps import MetricsDep, PredictorDep, SettingsDep
-from mlservice.api.errors import ERROR_RESPONSES, BatchTooLargeError
+from mlservice.api.errors import ERROR_RESPONSES
 from mlservice.api.routes._offload import per_predictor, run_model_call
 from mlservice.api.routes.forecast import WrongTaskError
+from mlservice.api.schemas import too_many_items
 from mlservice.inference.ranking import Ranker
 
 __all__ = [
@@ -41,6 +42,24 @@ class RankRequest(BaseModel):
     queries: list[Annotated[list[Candidate], Field(min_length=1)]] | None = Field(
         None, min_length=1, description="Several queries, each a list of candidates"
     )
+
+    #: Most candidates in all (``max_batch_size``), counted before any is validated.
+    max_rows: ClassVar[int] = 10_000
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            total = 0
+            if isinstance(candidates := data.get("candidates"), list):
+                total += len(candidates)
+            if isinstance(queries := data.get("queries"), list):
+                if len(queries) > cls.max_rows:
+                    raise too_many_items(len(queries), cls.max_rows, "queries")
+                total += sum(len(q) for q in queries if isinstance(q, list))
+            if total > cls.max_rows:
+                raise too_many_items(total, cls.max_rows, "candidates")
+        return data
 
     @model_validator(mode="after")
     def _one_kind(self) -> "RankRequest":
@@ -78,9 +97,18 @@ def _examples(example_row: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def build_rank_router(example_row: Mapping[str, Any] | None = None) -> APIRouter:
-    """The rank route; ``example_row`` (a candidate by feature name) only shapes /docs."""
+def build_rank_router(
+    example_row: Mapping[str, Any] | None = None, *, max_rows: int = 10_000
+) -> APIRouter:
+    """The rank route; ``example_row`` (a candidate by feature name) only shapes /docs; a
+    request holds at most ``max_rows`` candidates."""
     router = APIRouter(prefix="/api/v1", tags=["rank"])
+
+    class BoundedRankRequest(RankRequest):
+        __doc__ = RankRequest.__doc__
+
+    BoundedRankRequest.max_rows = max_rows
+
     ranker_of = per_predictor(Ranker, WrongTaskError)
 
     @router.post(
@@ -91,7 +119,7 @@ def build_rank_router(example_row: Mapping[str, Any] | None = None) -> APIRouter
     )
     async def rank(
         request: Request,
-        body: Annotated[RankRequest, Body(openapi_examples=_examples(example_row))],
+        body: Annotated[BoundedRankRequest, Body(openapi_examples=_examples(example_row))],
         predictor: PredictorDep,
         settings: SettingsDep,
         metrics: MetricsDep,
@@ -101,12 +129,6 @@ def build_rank_router(example_row: Mapping[str, Any] | None = None) -> APIRouter
         queries: Sequence[Sequence[Any]] = (
             [body.candidates] if body.candidates is not None else body.queries or []
         )
-        total = sum(len(q) for q in queries)
-        if total > settings.max_batch_size:
-            raise BatchTooLargeError(
-                f"request has {total} candidates; the limit is {settings.max_batch_size} "
-                "(max_batch_size). Split it into smaller requests."
-            )
         ranked = await run_model_call(
             lambda: ranker.rank_queries(queries),
             timeout_s=settings.request_timeout_s,
