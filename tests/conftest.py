@@ -75,6 +75,96 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory, penguins_csv: Path)
 
 
 @pytest.fixture(scope="session")
+def onnx_trained_bundle(tmp_path_factory: pytest.TempPathFactory, penguins_csv: Path) -> Path:
+    """A penguins classifier like ``trained_bundle``, served by ONNX as in production.
+
+    Gradient boosting with 10 trees per class trains in about a second and its ONNX graph
+    verifies with a wide margin (its probabilities differ from scikit-learn's by ~1e-7, the
+    tolerance is 1e-4). ``serving.runtime: onnx`` makes the server refuse to fall back to
+    scikit-learn, so a bundle that stopped verifying fails here instead of silently testing
+    the other runtime.
+    """
+    from mlservice.bundle import load_metadata
+    from mlservice.inference import Predictor
+    from mlservice.training import train
+
+    tmp = tmp_path_factory.mktemp("clf-onnx")
+    config = make_config(
+        tmp,
+        **{
+            "data.source": str(penguins_csv),
+            "model": {"type": "hist_gradient_boosting", "params": {"max_iter": 10}},
+            "serving.runtime": "onnx",
+        },
+    )
+    result = train(config, base_dir=tmp)
+    assert result.gate.passed
+    onnx = load_metadata(result.bundle_path)["onnx"]
+    assert onnx["verified"] is True, onnx.get("reason")
+    predictor = Predictor.from_path(result.bundle_path)
+    assert (predictor.runtime, predictor.onnx_self_contained) == ("onnx", True)
+    return result.bundle_path
+
+
+@pytest.fixture(scope="session")
+def sklearn_trained_bundle(tmp_path_factory: pytest.TempPathFactory, penguins_csv: Path) -> Path:
+    """``trained_bundle``'s penguins classifier with ``serving.runtime: sklearn``: served
+    by the scikit-learn pipeline whether or not its ONNX export verifies (a bundle whose export
+    fails verification is served the same way), so the FastAPI routes answer every request."""
+    from mlservice.training import train
+
+    tmp = tmp_path_factory.mktemp("clf-sklearn")
+    config = make_config(tmp, **{"data.source": str(penguins_csv), "serving.runtime": "sklearn"})
+    result = train(config, base_dir=tmp)
+    assert result.gate.passed
+    return result.bundle_path
+
+
+#: The runtimes the API suites serve the penguins classifier with (``served_bundle``).
+SERVED_RUNTIMES = ("sklearn", "onnx")
+
+
+@pytest.fixture(scope="session", params=SERVED_RUNTIMES, ids=SERVED_RUNTIMES)
+def served_bundle(request: pytest.FixtureRequest) -> Path:
+    """The penguins classifier once per serving runtime: ``sklearn_trained_bundle`` (every
+    predict request answered by the FastAPI route) and ``onnx_trained_bundle`` (onnxruntime:
+    valid predict requests answered by the fast path, as in production)."""
+    from mlservice.inference import Predictor
+
+    path: Path = request.getfixturevalue(f"{request.param}_trained_bundle")
+    assert Predictor.from_path(path).runtime == request.param
+    return path
+
+
+def runtime_of(bundle: Path) -> str:
+    """``onnx`` or ``sklearn``: the runtime the API picks for ``bundle`` (from its metadata)."""
+    from mlservice.bundle import load_metadata
+    from mlservice.inference.onnx_runtime import onnx_status, requested_runtime
+
+    meta = load_metadata(bundle)
+    if requested_runtime(meta) == "sklearn" or onnx_status(meta, bundle) is not None:
+        return "sklearn"
+    return "onnx"
+
+
+def fast_path_count(app: Any, outcome: str = "answered") -> float:
+    """``mlservice_fast_path_total{outcome=...}`` of an app built by ``create_app``."""
+    value = app.state.metrics.registry.get_sample_value(
+        "mlservice_fast_path_total", {"outcome": outcome}
+    )
+    return float(value or 0.0)
+
+
+def fast_path_answered(metrics_text: str) -> float:
+    """``mlservice_fast_path_total{outcome="answered"}`` read from a ``/metrics`` page."""
+    prefix = 'mlservice_fast_path_total{outcome="answered"} '
+    for line in metrics_text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return 0.0
+
+
+@pytest.fixture(scope="session")
 def regression_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A diabetes regressor (builtin dataset), tracking off, easy targets."""
     from mlservice.training import train

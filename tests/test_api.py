@@ -1,4 +1,10 @@
-"""Tests of mlservice.api with TestClient(create_app(...)) on real bundles."""
+"""Tests of mlservice.api with TestClient(create_app(...)) on real bundles.
+
+The serving tests run twice (``served_bundle``): on the penguins classifier served by
+scikit-learn, where the FastAPI routes answer every request, and on one served by ONNX, where
+the fast path (``mlservice.api.fast_path``) answers valid predict requests and hands everything
+else to the routes. On the ONNX one, ``mlservice_fast_path_total`` says which of the two did.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from mlservice.api.middleware import JsonFormatter
 from mlservice.bundle import Bundle
 from mlservice.errors import ConfigError
 from mlservice.inference import Predictor
-from tests.conftest import PENGUIN_ROW
+from tests.conftest import PENGUIN_ROW, fast_path_count, runtime_of
 
 HINT = "See GET /api/v1/model for the feature schema."
 GOOD: dict[str, Any] = PENGUIN_ROW
@@ -32,18 +38,50 @@ def _settings(bundle: Path, **changes: Any) -> ApiSettings:
     return ApiSettings(bundle_path=bundle, **changes)
 
 
+def _small_settings(bundle: Path) -> ApiSettings:
+    return _settings(bundle, max_batch_size=5, max_body_bytes=2000, request_timeout_s=0.2)
+
+
 @pytest.fixture(scope="module")
-def client(trained_bundle: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(trained_bundle, _settings(trained_bundle))) as test_client:
+def client(served_bundle: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(served_bundle, _settings(served_bundle))) as test_client:
         yield test_client
 
 
 @pytest.fixture(scope="module")
-def small_client(trained_bundle: Path) -> Iterator[TestClient]:
-    settings = _settings(trained_bundle, max_batch_size=5, max_body_bytes=2000,
-                         request_timeout_s=0.2)
-    with TestClient(create_app(trained_bundle, settings)) as test_client:
+def small_client(served_bundle: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(served_bundle, _small_settings(served_bundle))) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def sklearn_small_client(sklearn_trained_bundle: Path) -> Iterator[TestClient]:
+    """For the tests that swap in a scikit-learn model of their own (one runtime only)."""
+    bundle = sklearn_trained_bundle
+    with TestClient(create_app(bundle, _small_settings(bundle))) as test_client:
+        yield test_client
+
+
+def _onnx(client: TestClient) -> bool:
+    """Whether ``client``'s app serves its model with ONNX (so the fast path answers)."""
+    predictor = client.app.state.model.predictor  # type: ignore[attr-defined]
+    assert predictor is not None
+    return bool(predictor.runtime == "onnx")
+
+
+class _FastPathCounts:
+    """What the fast path of ``client``'s app did since this was built: (answered, deferred)."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.app = client.app
+        self.start = self._now()
+
+    def _now(self) -> tuple[float, float]:
+        return fast_path_count(self.app, "answered"), fast_path_count(self.app, "deferred")
+
+    def delta(self) -> tuple[int, int]:
+        now = self._now()
+        return int(now[0] - self.start[0]), int(now[1] - self.start[1])
 
 
 def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -85,9 +123,15 @@ def test_model_metadata(client: TestClient) -> None:
 
 # ------------------------------------------------------------------------------- predict
 def test_predict_named_and_positional(client: TestClient) -> None:
+    counts = _FastPathCounts(client)
     named = client.post("/api/v1/predict", json={"features": GOOD})
     positional = client.post("/api/v1/predict", json={"features": list(GOOD.values())})
+    # ONNX-served: both answered by the fast path; scikit-learn-served: both by the route.
+    assert counts.delta() == ((2, 0) if _onnx(client) else (0, 2))
     assert named.status_code == 200
+    predictor = client.app.state.model.predictor  # type: ignore[attr-defined]
+    assert named.headers["x-model-bundle"] == positional.headers["x-model-bundle"]
+    assert named.headers["x-model-bundle"] == predictor.bundle_id
     body = named.json()
     assert set(body) == {"prediction", "confidence", "probabilities", "interval", "model_version"}
     assert body["prediction"] == "Gentoo"
@@ -98,11 +142,15 @@ def test_predict_named_and_positional(client: TestClient) -> None:
 
 
 def test_api_equals_predictor(
-    client: TestClient, trained_bundle: Path, penguins_frame: pd.DataFrame
+    client: TestClient, served_bundle: Path, penguins_frame: pd.DataFrame
 ) -> None:
     rows = _rows(penguins_frame.sample(60, random_state=1))
-    expected = Predictor.from_path(trained_bundle).predict_records(rows)
+    predictor = Predictor.from_path(served_bundle)
+    assert predictor.runtime == runtime_of(served_bundle)
+    expected = predictor.predict_records(rows)
+    counts = _FastPathCounts(client)
     response = client.post("/api/v1/predict/batch", json={"instances": rows})
+    assert counts.delta() == ((1, 0) if _onnx(client) else (0, 1))
     assert response.status_code == 200
     body = response.json()
     assert body["total_instances"] == 60 and body["model_version"] == "1.0.0"
@@ -168,7 +216,9 @@ def test_regression_bundle_serves_numbers_with_interval(regression_bundle: Path)
     ],
 )
 def test_validation_422_names_the_field(client: TestClient, features: Any, detail: str) -> None:
+    counts = _FastPathCounts(client)
     response = client.post("/api/v1/predict", json={"features": features})
+    assert counts.delta() == (0, 1)  # the fast path (if any) handed it to the route
     assert response.status_code == 422
     assert response.json()["detail"] == detail
     _ready(client)
@@ -196,7 +246,9 @@ def test_non_finite_numbers_are_422(client: TestClient, raw: str) -> None:
     ],
 )
 def test_batch_422(client: TestClient, body: Any, detail: str) -> None:
+    counts = _FastPathCounts(client)
     response = client.post("/api/v1/predict/batch", json=body)
+    assert counts.delta() == (0, 1)
     assert response.status_code == 422
     assert response.json()["detail"] == detail
 
@@ -211,13 +263,17 @@ def test_invalid_json_is_400(client: TestClient) -> None:
 
 # ----------------------------------------------------------------------- 413, 415, 400
 def test_batch_over_max_is_413(small_client: TestClient) -> None:
+    counts = _FastPathCounts(small_client)
     response = small_client.post("/api/v1/predict/batch", json={"instances": [GOOD] * 6})
+    assert counts.delta() == (0, 1)
     assert response.status_code == 413
     assert response.json()["detail"] == (
-        "batch has 6 instances; the limit is 5 (max_batch_size). Split it into smaller batches."
+        "instances: request has 6 instances; the limit is 5 (max_batch_size). "
+        "Split it into smaller requests."
     )
     ok = small_client.post("/api/v1/predict/batch", json={"instances": [GOOD] * 5})
     assert ok.status_code == 200
+    assert counts.delta() == ((1, 1) if _onnx(small_client) else (0, 2))
 
 
 TOO_LARGE = ("request body exceeds the limit of 2000 bytes (max_body_bytes); "
@@ -256,11 +312,47 @@ def test_streamed_body_over_limit_is_413(small_client: TestClient) -> None:
     ],
 )
 def test_non_json_content_type_is_415(client: TestClient, content_type: str, detail: str) -> None:
+    counts = _FastPathCounts(client)
     response = client.post("/api/v1/predict", content=json.dumps({"features": GOOD}),
                            headers={"Content-Type": content_type})
+    assert counts.delta() == (0, 0)  # refused before the body reached the fast path
     assert response.status_code == 415
     assert response.json()["detail"] == detail
     _ready(client)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json"],
+)
+def test_json_content_types_are_accepted(client: TestClient, content_type: str) -> None:
+    counts = _FastPathCounts(client)
+    response = client.post("/api/v1/predict", content=json.dumps({"features": GOOD}),
+                           headers={"Content-Type": content_type})
+    assert response.status_code == 200, response.text
+    assert response.json()["prediction"] == "Gentoo"
+    assert counts.delta() == ((1, 0) if _onnx(client) else (0, 1))
+
+
+def test_utf8_bom_in_front_of_the_body_is_ignored(client: TestClient) -> None:
+    plain = client.post("/api/v1/predict", json={"features": GOOD})
+    counts = _FastPathCounts(client)
+    response = client.post("/api/v1/predict/batch",
+                           content=b"\xef\xbb\xbf" + json.dumps({"instances": [GOOD]}).encode(),
+                           headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["prediction"] == plain.json()["prediction"]
+    assert counts.delta() == ((1, 0) if _onnx(client) else (0, 1))
+
+
+@pytest.mark.parametrize("path", ["/api/v1/predict/", "/api/v1/predict/batch/", "/api/v1//predict"])
+def test_predict_path_variants_are_404_not_redirects(client: TestClient, path: str) -> None:
+    counts = _FastPathCounts(client)
+    body = {"features": GOOD} if "batch" not in path else {"instances": [GOOD]}
+    response = client.post(path, json=body, follow_redirects=False)
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert counts.delta() == (0, 0)  # never answered nor seen by the fast path
 
 
 def test_bad_content_length_is_400(client: TestClient) -> None:
@@ -280,17 +372,31 @@ def test_unknown_route_and_method(client: TestClient) -> None:
 
 
 # -------------------------------------------------------------------------- 401 / CORS
-def test_api_keys(trained_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_keys(served_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLSERVICE_API_KEYS", "key-one, key-two")
-    with TestClient(create_app(trained_bundle, _settings(trained_bundle))) as secured:
+    with TestClient(create_app(served_bundle, _settings(served_bundle))) as secured:
+        counts = _FastPathCounts(secured)
         missing = secured.post("/api/v1/predict", json={"features": GOOD})
         wrong = secured.post("/api/v1/predict", json={"features": GOOD},
                              headers={"X-API-Key": "key-three"})
+        wrong_batch = secured.post("/api/v1/predict/batch", json={"instances": [GOOD]},
+                                   headers={"Authorization": "Bearer key-three"})
+        refused = counts.delta()
         header = secured.post("/api/v1/predict", json={"features": GOOD},
                               headers={"X-API-Key": "key-two"})
         bearer = secured.get("/api/v1/model", headers={"Authorization": "Bearer key-one"})
+        batch = secured.post("/api/v1/predict/batch", json={"instances": [GOOD]},
+                             headers={"Authorization": "Bearer key-one"})
+        accepted = counts.delta()
+        onnx = _onnx(secured)
         assert secured.get("/health/ready").status_code == 200  # probes need no key
-        schemes = secured.get("/openapi.json").json()["components"]["securitySchemes"]
+        docs_without_key = secured.get("/openapi.json")
+        schemes = secured.get("/openapi.json", headers={"X-API-Key": "key-one"}).json()[
+            "components"]["securitySchemes"]
+    assert refused == (0, 0)  # a request without a valid key never reaches the fast path
+    assert accepted == ((2, 0) if onnx else (0, 2))
+    assert docs_without_key.status_code == 401
+    assert wrong_batch.status_code == 401 and batch.status_code == 200
     assert missing.status_code == 401
     assert missing.json()["detail"] == (
         "missing API key: send it in the X-API-Key header or as 'Authorization: Bearer <key>'"
@@ -314,14 +420,22 @@ def test_cors_closed_by_default(client: TestClient) -> None:
     assert "access-control-allow-origin" not in preflight.headers
 
 
-def test_cors_open_for_configured_origin(trained_bundle: Path) -> None:
-    settings = _settings(trained_bundle, cors_origins=["https://app.example"])
-    with TestClient(create_app(trained_bundle, settings)) as cors:
+def test_cors_open_for_configured_origin(served_bundle: Path) -> None:
+    settings = _settings(served_bundle, cors_origins=["https://app.example"])
+    with TestClient(create_app(served_bundle, settings)) as cors:
         allowed = cors.get("/health", headers={"Origin": "https://app.example"})
         other = cors.get("/health", headers={"Origin": "https://evil.example"})
         preflight = cors.options("/api/v1/predict", headers={
             "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
             "Access-Control-Request-Headers": "content-type"})
+        predicted = cors.post("/api/v1/predict", json={"features": GOOD},
+                              headers={"Origin": "https://app.example"})
+        answered = fast_path_count(cors.app)
+        onnx = _onnx(cors)
+    assert predicted.status_code == 200
+    assert predicted.headers["access-control-allow-origin"] == "https://app.example"
+    assert "x-request-id" in predicted.headers["access-control-expose-headers"].lower()
+    assert answered == (1 if onnx else 0)
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
     assert "access-control-allow-origin" not in other.headers
     assert preflight.status_code == 200
@@ -349,10 +463,10 @@ def test_missing_bundle_starts_but_is_not_ready(tmp_path: Path) -> None:
     assert str(tmp_path) not in predict.text + ready.text
 
 
-def test_tampered_bundle_is_not_ready(trained_bundle: Path, tmp_path: Path) -> None:
+def test_tampered_bundle_is_not_ready(served_bundle: Path, tmp_path: Path) -> None:
     copy = tmp_path / "bundle"
-    shutil.copytree(trained_bundle, copy)
-    model_file = copy / "model.skops"
+    shutil.copytree(served_bundle, copy)
+    model_file = copy / "model.skops"  # served by ONNX, the pipeline is still hash-checked
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model_file.write_bytes(bytes(data))
@@ -394,7 +508,24 @@ def _swap_model(client: TestClient, model: Any) -> Predictor:
     return old
 
 
-def test_model_exception_is_generic_500(small_client: TestClient) -> None:
+def test_tampered_onnx_graph_is_not_ready(onnx_trained_bundle: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(onnx_trained_bundle, tmp_path / "bundle"))
+    graph = copy / "model.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with TestClient(create_app(copy, _settings(copy))) as down:
+        ready = down.get("/health/ready")
+        predict = down.post("/api/v1/predict", json={"features": GOOD})
+        deferred = fast_path_count(down.app, "deferred")
+    assert ready.status_code == 503
+    assert "'model.onnx' does not match its recorded sha256" in ready.json()["detail"]
+    assert predict.status_code == 503 and deferred == 1  # no model: the route answers
+    assert str(tmp_path) not in predict.text + ready.text
+
+
+def test_model_exception_is_generic_500(sklearn_small_client: TestClient) -> None:
+    small_client = sklearn_small_client
     old = _swap_model(small_client, _Exploding())
     try:
         response = small_client.post("/api/v1/predict", json={"features": GOOD},
@@ -410,7 +541,8 @@ def test_model_exception_is_generic_500(small_client: TestClient) -> None:
     _ready(small_client)
 
 
-def test_slow_model_times_out_with_504(small_client: TestClient) -> None:
+def test_slow_model_times_out_with_504(sklearn_small_client: TestClient) -> None:
+    small_client = sklearn_small_client
     blocking = _Blocking()
     old = _swap_model(small_client, blocking)
     try:
@@ -434,15 +566,23 @@ def test_request_id_echoed_or_generated(client: TestClient) -> None:
     error = client.post("/api/v1/predict", json={"features": {}},
                         headers={"X-Request-ID": "req-422"})
     assert error.json()["request_id"] == "req-422"
+    answered = client.post("/api/v1/predict", json={"features": GOOD},
+                           headers={"X-Request-ID": "req-200"})
+    assert answered.status_code == 200 and answered.headers["x-request-id"] == "req-200"
 
 
-def test_metrics_count_requests_predictions_and_errors(trained_bundle: Path) -> None:
-    with TestClient(create_app(trained_bundle, _settings(trained_bundle))) as fresh:
+def test_metrics_count_requests_predictions_and_errors(served_bundle: Path) -> None:
+    with TestClient(create_app(served_bundle, _settings(served_bundle))) as fresh:
         for _ in range(3):
             fresh.post("/api/v1/predict", json={"features": GOOD})
         fresh.post("/api/v1/predict", json={"features": {**GOOD, "island": "x"}})
         fresh.post("/api/v1/predict", content=b"x", headers={"Content-Type": "text/plain"})
         text = fresh.get("/metrics").text
+        onnx = _onnx(fresh)
+    # The 415 never reaches the fast path; the 422 is handed to the route.
+    answered, deferred = (3, 1) if onnx else (0, 4)
+    assert f'mlservice_fast_path_total{{outcome="answered"}} {answered}.0' in text
+    assert f'mlservice_fast_path_total{{outcome="deferred"}} {deferred}.0' in text
     assert ('mlservice_http_requests_total{method="POST",route="/api/v1/predict",status="200"} 3.0'
             in text)
     assert ('mlservice_http_requests_total{method="POST",route="/api/v1/predict",status="422"} 1.0'

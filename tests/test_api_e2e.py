@@ -1,6 +1,8 @@
 """End to end: `python -m uvicorn mlservice.api.main:app` in a subprocess on 127.0.0.1.
 
-After every bad request the server must still be ready (RELIABILITY.md "Bad input").
+After every bad request the server must still be ready (docs/reliability.md). Every test
+runs against a server of the penguins classifier served by scikit-learn and one served by ONNX,
+whose valid predict requests the fast path answers (``served_bundle``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import PENGUIN_ROW
+from tests.conftest import PENGUIN_ROW, fast_path_answered, runtime_of
 
 pytestmark = pytest.mark.e2e
 
@@ -80,10 +82,10 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(served_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {"MLSERVICE_API_KEYS": API_KEY, "MLSERVICE_MAX_BATCH_SIZE": "1000",
            "MLSERVICE_MAX_BODY_BYTES": "1000000"}
-    srv = Server(trained_bundle, tmp_path_factory.mktemp("e2e"), env)
+    srv = Server(served_bundle, tmp_path_factory.mktemp("e2e"), env)
     try:
         srv.wait_ready()
         yield srv
@@ -95,6 +97,13 @@ def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 def http(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30.0) as client:
         yield client
+
+
+def _answered(http: httpx.Client) -> float:
+    """The server's ``mlservice_fast_path_total{outcome="answered"}``."""
+    metrics = http.get("/metrics", headers=AUTH)
+    assert metrics.status_code == 200, metrics.text
+    return fast_path_answered(metrics.text)
 
 
 def _assert_still_ready(http: httpx.Client) -> None:
@@ -110,19 +119,26 @@ def test_health_ready_and_model(http: httpx.Client) -> None:
     assert [f["name"] for f in model["features"]] == list(GOOD)
 
 
-def test_named_and_positional_predict(http: httpx.Client) -> None:
+def test_named_and_positional_predict(http: httpx.Client, served_bundle: Path) -> None:
+    before = _answered(http)
     named = http.post("/api/v1/predict", json={"features": GOOD}, headers=AUTH)
     positional = http.post("/api/v1/predict", json={"features": list(GOOD.values())},
                            headers=AUTH)
+    # Served by ONNX, the fast path answers both; by scikit-learn, the route does.
+    assert _answered(http) - before == (2 if runtime_of(served_bundle) == "onnx" else 0)
     assert named.status_code == 200
     assert named.json()["prediction"] == "Gentoo"
     assert positional.json() == named.json()
 
 
-def test_1000_row_batch(http: httpx.Client, penguins_frame: pd.DataFrame) -> None:
+def test_1000_row_batch(
+    http: httpx.Client, penguins_frame: pd.DataFrame, served_bundle: Path
+) -> None:
     sample = penguins_frame[list(GOOD)].sample(1000, replace=True, random_state=11)
     rows = sample.astype(object).where(sample.notna(), None).to_dict(orient="records")
+    before = _answered(http)
     response = http.post("/api/v1/predict/batch", json={"instances": rows}, headers=AUTH)
+    assert _answered(http) - before == (1 if runtime_of(served_bundle) == "onnx" else 0)
     assert response.status_code == 200
     body = response.json()
     assert body["total_instances"] == 1000 and len(body["predictions"]) == 1000
@@ -157,6 +173,11 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int]] = [
     ("no API key", "/api/v1/predict", {"json": {"features": GOOD}}, 401),
     ("wrong API key", "/api/v1/predict",
      {"json": {"features": GOOD}, "headers": {"Authorization": "Bearer nope"}}, 401),
+    ("wrong API key, batch", "/api/v1/predict/batch",
+     {"json": {"instances": [GOOD]}, "headers": {"X-API-Key": "nope"}}, 401),
+    ("trailing slash", "/api/v1/predict/", {"json": {"features": GOOD}, "headers": AUTH}, 404),
+    ("batch trailing slash", "/api/v1/predict/batch/",
+     {"json": {"instances": [GOOD]}, "headers": AUTH}, 404),
 ]
 
 
@@ -165,8 +186,11 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int]] = [
 def test_bad_request_then_still_ready(
     http: httpx.Client, case: str, path: str, kwargs: dict[str, Any], status: int
 ) -> None:
+    before = _answered(http)
     response = http.post(path, **kwargs)
     assert response.status_code == status, f"{case}: {response.text}"
+    assert "location" not in response.headers  # never a redirect
+    assert _answered(http) == before  # nothing here is the fast path's to answer
     body = response.json()
     assert body["detail"] and "Traceback" not in response.text
     assert response.headers["x-request-id"] == body["request_id"]
@@ -186,6 +210,20 @@ def test_bad_content_length_is_400(server: Server, http: httpx.Client) -> None:
     _assert_still_ready(http)
 
 
+def test_api_key_is_checked_before_the_body_is_read(server: Server, http: httpx.Client) -> None:
+    # Headers announce a 500 kB body, 100 bytes of it are sent, no key: the answer must come
+    # at once (refused from the headers), not after the body timeout (408).
+    head = (
+        b"POST /api/v1/predict/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 500000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(head + b'{"instances": [' + b" " * 85)
+        status_line = sock.recv(4096).split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 401"), status_line
+    _assert_still_ready(http)
+
+
 def test_logs_are_json_with_request_id(server: Server, http: httpx.Client) -> None:
     http.get("/health", headers={"X-Request-ID": "e2e-log-check"})
     deadline = time.monotonic() + 10
@@ -200,7 +238,11 @@ def test_logs_are_json_with_request_id(server: Server, http: httpx.Client) -> No
     assert lines[-1]["route"] == "/health"
 
 
-def test_metrics_endpoint(http: httpx.Client) -> None:
-    text = http.get("/metrics").text
+def test_metrics_endpoint(http: httpx.Client, served_bundle: Path) -> None:
+    refused = http.get("/metrics")  # keys are configured: the metrics need one too
+    assert http.post("/api/v1/predict", json={"features": GOOD}, headers=AUTH).status_code == 200
+    text = http.get("/metrics", headers=AUTH).text
+    assert refused.status_code == 401
     assert 'mlservice_errors_total{kind="unauthorized"}' in text
     assert "mlservice_http_request_duration_seconds_bucket" in text
+    assert (fast_path_answered(text) > 0) is (runtime_of(served_bundle) == "onnx")

@@ -1,4 +1,4 @@
-"""Serving faults against real uvicorn processes (RELIABILITY.md items 9-14 and 19).
+"""Serving faults against real uvicorn processes (docs/reliability.md, checklist items 9-14 and 19).
 
 Every server here is ``run_server`` (what ``mlservice serve`` calls) in a subprocess on 127.0.0.1.
 Bundles are real: copies of the session's trained penguins bundle, a version 2.0.0 of it written
@@ -6,6 +6,10 @@ with ``save_bundle``, a tampered copy, the diabetes regressor as an incompatible
 genuinely slow one (brute-force k-nearest neighbours over 300,000 stored points behind the same
 preprocessing: a 8,000-row batch takes seconds of real CPU; no sleep is injected and nothing is
 mocked). Load comes from threads with httpx, bounded in count and in time.
+
+The hot-reload and bad-bundle tests run on the penguins classifier served by scikit-learn and on
+one served by ONNX (``served_bundle``), whose predictions the fast path answers; the slow model
+is a scikit-learn one.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from mlservice.api.deps import ModelState
 from mlservice.api.lifecycle import ModelReloader, serving_lifecycle
 from mlservice.api.metrics import ApiMetrics
 from mlservice.bundle import LATEST_LINK, load_bundle, save_bundle
+from mlservice.inference.onnx_runtime import ONNX_FILE
+from tests.conftest import runtime_of
 from tests.test_api_e2e import GOOD, free_port
 
 pytestmark = pytest.mark.e2e
@@ -54,12 +60,24 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def _resave(src: Path, out: Path, *, version: str, pipeline: Any = None) -> Path:
-    """A real bundle (hashed, atomically saved) with ``src``'s schema and a new version."""
+    """A real bundle (hashed, atomically saved) with ``src``'s schema and a new version.
+
+    With ``src``'s own pipeline its verified ONNX graph comes along (served as ``src`` is);
+    with another ``pipeline`` the graph would be of the wrong model, so there is none.
+    """
     bundle = load_bundle(src)
     drop = {"files", "bundle_id", "created_at", "schema_version", "plots"}
     meta = {k: v for k, v in bundle.metadata.items() if k not in drop}
     meta["version"] = version
-    return save_bundle(output_dir=out, pipeline=pipeline or bundle.pipeline, metadata=meta)
+    extras = None
+    if pipeline is not None:
+        meta.pop("onnx", None)
+        meta["serving"] = {**meta.get("serving", {}), "runtime": "auto"}
+    elif (src / ONNX_FILE).is_file():
+        def extras(tmp: Path, _meta: dict[str, Any]) -> None:
+            shutil.copyfile(src / ONNX_FILE, tmp / ONNX_FILE)
+    return save_bundle(output_dir=out, pipeline=pipeline or bundle.pipeline, metadata=meta,
+                       write_extras=extras)
 
 
 def _tamper(bundle: Path) -> Path:
@@ -86,18 +104,21 @@ class Models:
     v2: Path
     tampered: Path
     regression: Path
+    runtime: str  # what serves v1 and v2: ``onnx`` (the fast path answers) or ``sklearn``
 
 
 @pytest.fixture(scope="module")
 def models(
-    trained_bundle: Path, regression_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+    served_bundle: Path, regression_bundle: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Models:
     root = tmp_path_factory.mktemp("reliability-models")
-    v1 = _copy(trained_bundle, root / trained_bundle.name)
-    v2 = _resave(trained_bundle, root, version="2.0.0")
+    v1 = _copy(served_bundle, root / served_bundle.name)
+    v2 = _resave(served_bundle, root, version="2.0.0")
     tampered = _tamper(_copy(v2, root / "model_v2.0.0_tampered"))
     regression = _copy(regression_bundle, root / "model_v1.0.0_diabetes")
-    return Models(root, v1, v2, tampered, regression)
+    runtime = runtime_of(v1)
+    assert runtime_of(v2) == runtime
+    return Models(root, v1, v2, tampered, regression, runtime)
 
 
 @pytest.fixture(scope="module")
@@ -275,6 +296,18 @@ def _ready(server: Server) -> httpx.Response:
     return httpx.get(f"{server.url}/health/ready", timeout=5.0)
 
 
+def _fast_path(server: Server, **kwargs: Any) -> tuple[float, float]:
+    """The server's ``mlservice_fast_path_total``: (answered, deferred)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=5.0, **kwargs).text
+    counts = {"answered": 0.0, "deferred": 0.0}
+    for outcome in counts:
+        prefix = f'mlservice_fast_path_total{{outcome="{outcome}"}} '
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                counts[outcome] = float(line[len(prefix):])
+    return counts["answered"], counts["deferred"]
+
+
 def _predict(server: Server, **kwargs: Any) -> httpx.Response:
     return httpx.post(f"{server.url}/api/v1/predict", json={"features": GOOD}, timeout=30.0,
                       **kwargs)
@@ -287,26 +320,28 @@ def test_admin_reload_swaps_under_load_and_refuses_bad_bundles(
     _point_latest(models.dir, models.v1.name)
     reload_url = "/admin/reload"
     with serving(models.dir / LATEST_LINK, tmp_path, env={"MLSERVICE_API_KEYS": API_KEY}) as srv, \
-            httpx.Client(base_url=srv.url, headers=AUTH, timeout=60.0) as admin, \
-            Load(srv.url, headers=AUTH) as load:
-        assert _ready(srv).json()["model_version"] == "1.0.0"
+            httpx.Client(base_url=srv.url, headers=AUTH, timeout=60.0) as admin:
+        with Load(srv.url, headers=AUTH) as load:
+            assert _ready(srv).json()["model_version"] == "1.0.0"
 
-        _point_latest(models.dir, models.v2.name)
-        good = admin.post(reload_url)
-        load.wait_more()
-        refused = {}
-        for case, target in [("tampered", models.tampered.name),
-                             ("incompatible", models.regression.name),
-                             ("missing", "model_v9.9.9_gone")]:
-            _point_latest(models.dir, target)
-            refused[case] = admin.post(reload_url)
-            refused[case + "_ready"] = _ready(srv)
+            _point_latest(models.dir, models.v2.name)
+            good = admin.post(reload_url)
             load.wait_more()
-        _point_latest(models.dir, models.v1.name)
-        back = admin.post(reload_url)
-        load.wait_more()
-        ready_after = _ready(srv)
-        metrics = httpx.get(f"{srv.url}/metrics").text
+            refused = {}
+            for case, target in [("tampered", models.tampered.name),
+                                 ("incompatible", models.regression.name),
+                                 ("missing", "model_v9.9.9_gone")]:
+                _point_latest(models.dir, target)
+                refused[case] = admin.post(reload_url)
+                refused[case + "_ready"] = _ready(srv)
+                load.wait_more()
+            _point_latest(models.dir, models.v1.name)
+            back = admin.post(reload_url)
+            load.wait_more()
+            ready_after = _ready(srv)
+        # the load has stopped: every request it sent is counted
+        metrics = admin.get("/metrics").text
+        answered, deferred = _fast_path(srv, headers=AUTH)
 
     assert good.status_code == 200, good.text
     assert good.json()["model_version"] == "2.0.0"
@@ -330,6 +365,9 @@ def test_admin_reload_swaps_under_load_and_refuses_bad_bundles(
                                   "model_version": "1.0.0"}
     assert load.failures() == []
     assert load.count() >= 60
+    # Served by ONNX before, between and after the swaps, the fast path answered every one.
+    expected = (load.count(), 0) if models.runtime == "onnx" else (0, load.count())
+    assert (answered, deferred) == expected
     for seq in load.versions():  # each client saw one atomic swap at a time, never a flip-flop
         assert _is_subsequence(seq, ["1.0.0", "2.0.0", "1.0.0"]), seq
     assert any("2.0.0" in seq for seq in load.versions())
@@ -360,6 +398,7 @@ def test_watcher_follows_model_latest_from_missing_to_good(
             wait_for(lambda: _ready(srv).json().get("model_version") == "2.0.0", "swap to v2")
             load.wait_more()
         final = _ready(srv).json()
+        answered, deferred = _fast_path(srv)
 
     assert live.status_code == 200 and live.json() == {"status": "ok"}
     assert ready.status_code == 503
@@ -374,6 +413,9 @@ def test_watcher_follows_model_latest_from_missing_to_good(
     assert load.failures() == [] and load.count() >= 30
     for seq in load.versions():
         assert _is_subsequence(seq, ["1.0.0", "2.0.0"]), seq
+    # the one predict request before a model was there went to the route (503)
+    expected = (load.count(), 1) if models.runtime == "onnx" else (0, load.count() + 1)
+    assert (answered, deferred) == expected
 
 
 # ---------------------------------------------------------- bad bundle at start (item 10)
@@ -400,10 +442,10 @@ BREAKS = {
 
 @pytest.mark.parametrize("case", list(BREAKS))
 def test_bad_bundle_at_start_then_reload_makes_ready(
-    case: str, trained_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    case: str, served_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLSERVICE_API_KEYS", API_KEY)
-    bundle = _copy(trained_bundle, tmp_path / "bundle")
+    bundle = _copy(served_bundle, tmp_path / "bundle")
     breaker, reason = BREAKS[case]
     breaker(bundle)
     app = create_app(bundle, ApiSettings(bundle_path=bundle))
@@ -413,7 +455,7 @@ def test_bad_bundle_at_start_then_reload_makes_ready(
         refused = client.post("/api/v1/predict", json={"features": GOOD}, headers=AUTH)
         failed_reload = client.post("/admin/reload", headers=AUTH)
         shutil.rmtree(bundle, ignore_errors=True)
-        _copy(trained_bundle, bundle)  # a good bundle appears at the same path
+        _copy(served_bundle, bundle)  # a good bundle appears at the same path
         reloaded = client.post("/admin/reload", headers=AUTH)
         ready = client.get("/health/ready")
         served = client.post("/api/v1/predict", json={"features": GOOD}, headers=AUTH)

@@ -1,11 +1,13 @@
-"""Security items of RELIABILITY.md that no other test file covers.
+"""Security items of the checklist in docs/reliability.md that no other test file covers.
 
 Covered elsewhere (see docs/reliability.md): malicious pickle and byte tampering at load
 (tests/test_bundle.py, items 20-21), the skops type allowlist (22), member path safety (23),
 pickle content types → 415 (tests/test_api.py, tests/test_api_e2e.py, item 24), serving never
 importing MLflow (tests/test_layering.py). Here: the admin API's keys, the hot-reload path
 refusing a malicious bundle, sklearn version mismatches as errors (21), the skops pin (22), no
-MLflow Recipes/MLproject and no tracking endpoint in the service (25).
+MLflow Recipes/MLproject and no tracking endpoint in the service (25). The serving tests run on
+the penguins classifier served by scikit-learn and on one served by ONNX (``served_bundle``),
+whose valid predict requests the fast path answers.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fastapi.testclient import TestClient
 from mlservice.api import ApiSettings, create_app
 from mlservice.bundle import MODEL_FILE, load_bundle, sha256_file
 from mlservice.errors import BundleError
+from tests.conftest import fast_path_count, runtime_of
 from tests.test_api_e2e import GOOD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +56,8 @@ def _rehash(bundle: Path) -> None:
 
 
 @pytest.fixture()
-def bundle(trained_bundle: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(trained_bundle, tmp_path / "bundle"))
+def bundle(served_bundle: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(served_bundle, tmp_path / "bundle"))
 
 
 @pytest.fixture()
@@ -100,8 +103,11 @@ def test_hot_reload_refuses_a_malicious_pickle_before_unpickling(
     _rehash(bundle)  # hashes match: only the format check stands in the way
     answer = keyed.post("/admin/reload", headers={"X-API-Key": KEY})
     ready = keyed.get("/health/ready").json()
+    answered = fast_path_count(keyed.app)
     served = keyed.post("/api/v1/predict", json={"features": GOOD}, headers={"X-API-Key": KEY})
+    answered = fast_path_count(keyed.app) - answered
     assert not sentinel.exists()
+    assert answered == (1 if runtime_of(bundle) == "onnx" else 0)  # the old model still serves
     assert answer.status_code == 409
     assert "'model.skops' is not a skops archive; refusing to load it" in answer.json()["detail"]
     assert str(tmp_path) not in answer.text + json.dumps(ready)
@@ -110,13 +116,61 @@ def test_hot_reload_refuses_a_malicious_pickle_before_unpickling(
 
 
 def test_every_route_is_known_and_no_tracking_endpoint_is_served(keyed: TestClient) -> None:
-    paths = set(keyed.get("/openapi.json").json()["paths"])
+    paths = set(keyed.get("/openapi.json", headers={"X-API-Key": KEY}).json()["paths"])
     assert paths == {
         "/health", "/health/ready", "/metrics", "/admin/reload",
-        "/api/v1/model", "/api/v1/predict", "/api/v1/predict/batch",
+        "/api/v1/model", "/api/v1/predict", "/api/v1/predict/batch", "/api/v1/explain",
+        "/api/v1/explain/batch", "/api/v1/monitoring",
     }
-    assert keyed.get("/ajax-api/2.0/mlflow/experiments/search").status_code == 404
-    assert keyed.get("/api/2.0/mlflow/experiments/search").status_code == 404
+    for path in ("/ajax-api/2.0/mlflow/experiments/search", "/api/2.0/mlflow/experiments/search"):
+        assert keyed.get(path, headers={"X-API-Key": KEY}).status_code == 404
+        assert keyed.get(path).status_code == 401  # without a key no path is told apart
+
+
+# ------------------------------------------------------------- requests without a key
+def test_requests_without_a_valid_key_never_reach_the_model(keyed: TestClient) -> None:
+    counts = fast_path_count(keyed.app, "answered"), fast_path_count(keyed.app, "deferred")
+    predictions = keyed.app.state.metrics.registry.get_sample_value(  # type: ignore[attr-defined]
+        "mlservice_predictions_total", {"prediction": "Gentoo"})
+    answers = [
+        keyed.post("/api/v1/predict", json={"features": GOOD}),
+        keyed.post("/api/v1/predict", json={"features": GOOD}, headers={"X-API-Key": ""}),
+        keyed.post("/api/v1/predict/batch", json={"instances": [GOOD] * 3},
+                   headers={"Authorization": f"Basic {KEY}"}),
+        keyed.post("/api/v1/predict/batch", json={"instances": [GOOD]},
+                   headers={"X-API-Key": KEY.upper()}),
+        keyed.post("/api/v1/predict", content=b"not json", headers={
+            "Content-Type": "text/plain", "Authorization": "Bearer nope"}),
+        keyed.get("/api/v1/model"),
+        keyed.get("/metrics"),
+        keyed.get("/docs"),
+    ]
+    assert [a.status_code for a in answers] == [401] * len(answers)
+    assert all(a.headers["www-authenticate"] == "Bearer" for a in answers)
+    assert all("Gentoo" not in a.text and "prediction" not in a.text for a in answers)
+    after = fast_path_count(keyed.app, "answered"), fast_path_count(keyed.app, "deferred")
+    assert after == counts  # refused before the body was read: the fast path never saw them
+    assert keyed.app.state.metrics.registry.get_sample_value(  # type: ignore[attr-defined]
+        "mlservice_predictions_total", {"prediction": "Gentoo"}) == predictions
+    served = keyed.post("/api/v1/predict", json={"features": GOOD}, headers={"X-API-Key": KEY})
+    assert served.status_code == 200 and served.json()["prediction"] == "Gentoo"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000, b'{"features": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+     b'{"instances": [' + b'{"a": ' * 3_000 + b"1" + b"}" * 3_000 + b"]}"],
+    ids=["unclosed", "nested-lists", "nested-objects"],
+)
+def test_deeply_nested_json_is_a_client_error(keyed: TestClient, body: bytes) -> None:
+    for path in ("/api/v1/predict", "/api/v1/predict/batch"):
+        answer = keyed.post(path, content=body, headers={
+            "X-API-Key": KEY, "Content-Type": "application/json"})
+        assert answer.status_code == 400, answer.text[:300]
+        assert "Traceback" not in answer.text and "Recursion" not in answer.text
+    assert keyed.get("/health/ready").status_code == 200
+    served = keyed.post("/api/v1/predict", json={"features": GOOD}, headers={"X-API-Key": KEY})
+    assert served.status_code == 200
 
 
 # ------------------------------------------------------- sklearn version mismatch (21)
