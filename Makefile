@@ -76,6 +76,8 @@ test: system-deps lint typecheck pytest serve-smoke audit
 bench: install-dev
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.batch_scoring
+	$(BIN)/python -m bench.explain
+	$(BIN)/python -m bench.real_tables
 
 clean:
 	rm -rf $(VENV) $(BASE_VENV) .pytest_cache .mypy_cache .ruff_cache reports/coverage.xml reports/junit.xml

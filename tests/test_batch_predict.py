@@ -254,3 +254,32 @@ def test_batch_module_imports_no_training_stack() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_semicolon_cp1252_csv_scores_like_the_plain_csv(
+    trained_bundle: Path, tmp_path: Path
+) -> None:
+    frame = _penguin_rows(1_000, seed=4)
+    frame.insert(0, "código", [f"pingüino-{i}" for i in range(len(frame))])
+    plain, european = tmp_path / "plain.csv", tmp_path / "europeo.csv"
+    frame.to_csv(plain, index=False)
+    frame.to_csv(european, sep=";", decimal=",", index=False, encoding="cp1252")
+    predictor = Predictor.from_path(trained_bundle)
+    expected = score_file(predictor, plain, tmp_path / "a.csv", id_columns=["código"])
+    assert expected.read is not None and expected.read["sep"] == ","
+    stats = score_file(
+        predictor, european, tmp_path / "b.csv", chunk_size=300, id_columns=["código"],
+        read={"decimal": ","},
+    )
+    assert stats.chunks == 4
+    read = stats.read
+    assert read is not None
+    assert (read["sep"], read["decimal"], read["encoding"]) == (";", ",", "cp1252")
+    assert any("read as cp1252" in note for note in stats.notes)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "b.csv"), pd.read_csv(tmp_path / "a.csv"), check_exact=True
+    )
+    without_decimal = tmp_path / "c.csv"
+    with pytest.raises(SchemaError, match=r"'bill_length_mm'.*: pass --decimal ','$"):
+        score_file(predictor, european, without_decimal, id_columns=["código"])
+    assert not without_decimal.exists()

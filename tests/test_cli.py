@@ -53,6 +53,45 @@ def test_validate_reports_three_mistakes_with_key_paths(tmp_path: Path) -> None:
     assert "Traceback" not in out
 
 
+def test_validate_lists_a_bad_task_a_bad_split_and_bad_target_text_together(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: x\n"
+        "task: clasification\n"
+        "data: {source: builtin:iris, target: target}\n"
+        "split: {test_size: 1.5}\n"
+        'targets: {accuracy: "greater than 0.8"}\n',
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    out = result.output
+    assert "3 problems" in out
+    assert "task: must be one of" in out and "did you mean 'classification'?" in out
+    assert "split.test_size: Input should be less than 1, got 1.5" in out
+    assert "targets.accuracy: target 'greater than 0.8' is not a comparison" in out
+    assert "did you mean '> 0.8'?" in out
+    assert "Traceback" not in out
+
+
+def test_validate_accepts_metric_aliases(tmp_path: Path) -> None:
+    raw = {
+        "name": "x",
+        "task": "classification",
+        "data": {"source": "builtin:iris", "target": "target"},
+        "targets": {"f1_score": ">= 0.8", "auc_roc": ">= 0.9"},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "f1 (written f1_score) >= 0.8" in out
+    assert "roc_auc (written auc_roc) >= 0.9" in out
+
+
 def test_validate_missing_file_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2

@@ -188,6 +188,82 @@ def test_unknown_target_metric_and_bad_target_text_are_reported() -> None:
     assert "is not a comparison" in problems["targets.f1"]
 
 
+@pytest.mark.parametrize(
+    ("task", "written", "canonical"),
+    [
+        ("classification", "f1_score", "f1"),
+        ("classification", "auc_roc", "roc_auc"),
+        ("classification", "roc_auc_score", "roc_auc"),
+        ("classification", "accuracy_score", "accuracy"),
+        ("regression", "r2_score", "r2"),
+        ("regression", "mean_absolute_error", "mae"),
+        ("classification", "F1_Score", "f1"),
+        ("classification", "Accuracy", "accuracy"),
+    ],
+)
+def test_metric_aliases_parse_to_the_canonical_metric(
+    task: str, written: str, canonical: str
+) -> None:
+    split = {"strategy": "random"} if task == "regression" else {}
+    config = parse_config(_raw(task=task, split=split, targets={written: ">= 0.5"}))
+    [target] = config.parsed_targets()
+    assert (target.metric, target.alias, target.op, target.value) == (canonical, written, ">=", 0.5)
+    assert canonical in TASK_METRICS[task]
+
+
+def test_canonical_metric_names_have_no_alias() -> None:
+    [target] = parse_config(_raw(targets={"f1": ">= 0.8"})).parsed_targets()
+    assert (target.metric, target.alias) == ("f1", None)
+
+
+def test_alias_of_another_task_and_unknown_names_are_refused() -> None:
+    problems = dict(_problems(_raw(targets={"r2_score": ">= 0.5", "f1_scor": ">= 0.8"})))
+    assert set(problems) == {"targets.r2_score", "targets.f1_scor"}
+    assert problems["targets.r2_score"].startswith("unknown metric for task 'classification'")
+    assert "(did you mean 'f1_score'?)" in problems["targets.f1_scor"]
+
+
+def test_an_alias_and_its_metric_twice_is_one_problem() -> None:
+    problems = _problems(_raw(targets={"f1": ">= 0.8", "f1_score": ">= 0.9"}))
+    assert problems == [
+        (
+            "targets.f1_score",
+            "'f1_score' and 'f1' are both the metric 'f1'; keep one target per metric",
+        )
+    ]
+
+
+def test_words_instead_of_an_operator_get_a_suggestion() -> None:
+    problems = dict(_problems(_raw(targets={"accuracy": "greater than 0.8", "f1": "at least 80%"})))
+    assert problems["targets.accuracy"].endswith("did you mean '> 0.8'?")
+    assert problems["targets.f1"].endswith("did you mean '>= 80%'?")
+
+
+def test_a_bad_task_does_not_hide_other_problems() -> None:
+    raw = _raw(
+        task="clasification",
+        split={"test_size": 1.5},
+        targets={"accuracy": "greater than 0.8", "acuracy": ">= 0.5"},
+    )
+    problems = dict(_problems(raw))
+    assert set(problems) == {"task", "split.test_size", "targets.accuracy", "targets.acuracy"}
+    assert "did you mean 'classification'?" in problems["task"]
+    assert problems["split.test_size"] == "Input should be less than 1, got 1.5"
+    assert problems["targets.accuracy"].startswith(
+        "target 'greater than 0.8' is not a comparison"
+    )
+    # with no valid task, metric names are checked against every task's metrics
+    assert problems["targets.acuracy"].startswith("unknown metric of any task")
+
+
+def test_a_target_of_the_wrong_type_is_one_problem() -> None:
+    problems = _problems(_raw(targets={"f1": None, "accuracy": [0.9]}))
+    assert problems == [
+        ("targets.f1", "must be a comparison like '>= 0.85' or a number, got None"),
+        ("targets.accuracy", "must be a comparison like '>= 0.85' or a number, got [0.9]"),
+    ]
+
+
 def test_targets_are_checked_against_the_task() -> None:
     problems = dict(_problems(_raw(task="regression", targets={"accuracy": ">= 0.9"})))
     assert list(problems) == ["targets.accuracy"]

@@ -14,6 +14,7 @@ from mlservice.config import DataConfig
 from mlservice.data import (
     Dataset,
     build_feature_specs,
+    dvc_lineage,
     dvc_md5,
     fingerprint_file,
     fingerprint_frame,
@@ -21,6 +22,7 @@ from mlservice.data import (
     load_dataset,
     split_indices,
 )
+from mlservice.data.fingerprint import md5_file
 from mlservice.errors import DataError
 
 LONG_TEXT = "this is a fairly long free-text sentence, number {i}, about penguins"
@@ -180,15 +182,53 @@ def test_fingerprint_frame() -> None:
     assert len(fingerprint_frame(a)) == 64
 
 
-def test_dvc_md5_reads_the_dvc_file(tmp_path: Path) -> None:
-    data = tmp_path / "x.csv"
-    data.write_text("a\n1\n", encoding="utf-8")
-    assert dvc_md5(data) is None
-    (tmp_path / "x.csv.dvc").write_text(
-        "outs:\n- md5: 0123456789abcdef0123456789abcdef\n  size: 4\n  path: x.csv\n",
+def _dvc_file(data: Path, md5: str, *, legacy: bool = False) -> None:
+    """A .dvc file as `dvc add` writes it (DVC 3; ``legacy``: DVC 2, without ``hash: md5``)."""
+    hash_line = "" if legacy else "  hash: md5\n"
+    data.with_name(data.name + ".dvc").write_text(
+        f"outs:\n- md5: {md5}\n  size: {data.stat().st_size}\n{hash_line}  path: {data.name}\n",
         encoding="utf-8",
     )
-    assert dvc_md5(data) == "0123456789abcdef0123456789abcdef"
+
+
+def test_dvc_md5_is_the_recorded_md5_only_when_the_file_matches(tmp_path: Path) -> None:
+    data = tmp_path / "x.csv"
+    data.write_bytes(b"a\n1\n")
+    assert dvc_md5(data) is None
+    assert dvc_lineage(data).fields() == {
+        "dvc_md5": None,
+        "dvc_recorded_md5": None,
+        "dvc_state": "untracked",
+    }
+    real = hashlib.md5(b"a\n1\n").hexdigest()
+    _dvc_file(data, real)
+    assert dvc_md5(data) == real
+    assert dvc_lineage(data).state == "tracked"
+    _dvc_file(data, "0123456789abcdef0123456789abcdef")  # a record of other bytes
+    lineage = dvc_lineage(data)
+    assert dvc_md5(data) is None
+    assert (lineage.state, lineage.md5) == ("modified", None)
+    assert lineage.recorded_md5 == "0123456789abcdef0123456789abcdef"
+    assert lineage.actual_md5 == real
+
+
+def test_legacy_dvc_files_hash_text_with_crlf_as_lf(tmp_path: Path) -> None:
+    data = tmp_path / "x.csv"
+    data.write_bytes(b"a,b\r\n1,2\r\n" * 3)
+    unix = hashlib.md5(b"a,b\n1,2\n" * 3).hexdigest()
+    _dvc_file(data, unix, legacy=True)  # DVC 2 recorded the dos2unix md5 of text files
+    assert dvc_lineage(data).state == "tracked"
+    _dvc_file(data, unix)  # DVC 3 hashes the bytes as they are: the CRLF file differs
+    assert dvc_lineage(data).state == "modified"
+
+
+def test_md5_file_dos2unix_across_chunk_boundaries(tmp_path: Path) -> None:
+    data = tmp_path / "big.csv"
+    body = (b"x" * ((1 << 20) - 1) + b"\r\n") * 2 + b"tail\r"
+    data.write_bytes(body)
+    assert md5_file(data) == hashlib.md5(body).hexdigest()
+    expected = hashlib.md5(body.replace(b"\r\n", b"\n")).hexdigest()
+    assert md5_file(data, dos2unix=True) == expected
 
 
 @pytest.mark.parametrize(
@@ -219,17 +259,20 @@ def test_load_csv_relative_to_base_dir(tmp_path: Path) -> None:
     path = tmp_path / "raw" / "d.csv"
     path.parent.mkdir()
     _small_frame().to_csv(path, index=False)
-    (tmp_path / "raw" / "d.csv.dvc").write_text(
-        "outs:\n- md5: abc123\n  path: d.csv\n", encoding="utf-8"
-    )
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    _dvc_file(path, md5)
     dataset = load_dataset(DataConfig(source="raw/d.csv", target="y"), base_dir=tmp_path)
     assert isinstance(dataset, Dataset)
     assert dataset.path == tmp_path / "raw" / "d.csv"
     assert dataset.source == "raw/d.csv"
     assert dataset.fingerprint == {
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "dvc_md5": "abc123",
+        "dvc_md5": md5,
+        "dvc_recorded_md5": md5,
+        "dvc_state": "tracked",
     }
+    assert dataset.read is not None and dataset.read["sep"] == ","
+    assert dataset.notes == []  # a plain UTF-8 comma file: nothing to tell
     pd.testing.assert_frame_equal(dataset.frame, _small_frame(), check_dtype=False)
     dataset.verify_unchanged()  # nothing changed: no error
     assert fingerprint_file(path) == dataset.fingerprint["sha256"]
@@ -242,6 +285,8 @@ def test_load_parquet(tmp_path: Path) -> None:
     assert dataset.frame.shape == (20, 3)
     assert dataset.fingerprint["sha256"] == fingerprint_file(path)
     assert dataset.fingerprint["dvc_md5"] is None
+    assert dataset.fingerprint["dvc_state"] == "untracked"
+    assert dataset.read is None  # reader options are for CSV files
 
 
 def test_load_builtin_iris_has_named_labels() -> None:
@@ -249,7 +294,12 @@ def test_load_builtin_iris_has_named_labels() -> None:
     assert dataset.path is None
     assert dataset.frame.shape == (150, 5)
     assert sorted(dataset.frame["target"].unique()) == ["setosa", "versicolor", "virginica"]
-    assert dataset.fingerprint == {"sha256": fingerprint_frame(dataset.frame), "dvc_md5": None}
+    assert dataset.fingerprint == {
+        "sha256": fingerprint_frame(dataset.frame),
+        "dvc_md5": None,
+        "dvc_recorded_md5": None,
+        "dvc_state": "untracked",
+    }
     dataset.verify_unchanged()  # no file: nothing to check
 
 

@@ -371,3 +371,24 @@ def test_evaluate_bundle_data_errors(
     penguins_frame.assign(species="Emperor").to_csv(unseen, index=False)
     with pytest.raises(DataError, match=r"labels \['Emperor'\] were not seen in training"):
         evaluate_bundle(bundle, unseen)
+
+
+def test_evaluate_bundle_reads_a_spreadsheet_csv_with_read_overrides(
+    tmp_path: Path, trained_bundle: Path, penguins_csv: Path, penguins_frame: pd.DataFrame
+) -> None:
+    bundle = tmp_path / trained_bundle.name
+    shutil.copytree(trained_bundle, bundle, symlinks=True)
+    european = tmp_path / "pingüinos.csv"
+    frame = penguins_frame.assign(comentario="pingüino de la isla")
+    frame.to_csv(european, sep=";", decimal=",", index=False, encoding="cp1252")
+    plain = evaluate_bundle(bundle, penguins_csv)
+    # separator and encoding are detected again (they were at training); the decimal mark is
+    # not detectable, so it is given like `mlservice evaluate --decimal ,`
+    report = evaluate_bundle(bundle, european, read={"decimal": ","})
+    assert report["n_rows"] == plain["n_rows"] == 344
+    assert report["metrics"]["test"] == pytest.approx(plain["metrics"]["test"])
+    assert any("read as cp1252" in note for note in report["notes"])
+    parquet = tmp_path / "p.parquet"
+    penguins_frame.to_parquet(parquet)
+    with pytest.raises(DataError, match=r"apply to CSV files"):
+        evaluate_bundle(bundle, parquet, read={"sep": ";"})

@@ -22,7 +22,7 @@ from mlservice.models import (
     get_spec,
 )
 from mlservice.pipelines import build_pipeline, build_preprocessor
-from mlservice.pipelines.features import DatetimeFeatures
+from mlservice.pipelines.features import DatetimeFeatures, Float32Values
 
 # --------------------------------------------------------------------------- registry
 
@@ -361,6 +361,19 @@ def _expected_failed_checks(_estimator: Any) -> dict[str, str]:
 )
 def test_datetime_features_sklearn_contract(estimator: Any, check: Any) -> None:
     check(estimator)
+
+
+@parametrize_with_checks([Float32Values()])
+def test_float32_values_sklearn_contract(estimator: Any, check: Any) -> None:
+    check(estimator)
+
+
+def test_float32_values_rounds_to_what_float32_holds() -> None:
+    X = np.array([[0.1, 1.0 / 3.0], [-2.5, 12345.678901234]])  # noqa: N806
+    out = Float32Values().fit(X).transform(X)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, X.astype(np.float32).astype(np.float64))
+    assert out[0, 0] != 0.1 and out[1, 0] == -2.5
 
 
 def _dates() -> pd.DataFrame:

@@ -457,3 +457,81 @@ def test_card_names_the_onnx_runtime_and_folded_trees() -> None:
     assert "constant trees folded" not in render_model_card(meta, lang="en")
     meta["onnx"] = {"converted": False, "verified": False, "reason": "conversion failed: X"}
     assert "scikit-learn (no ONNX: conversion failed: X)" in render_model_card(meta, lang="en")
+
+
+def test_metric_written_as_an_alias_is_named_in_the_targets_table() -> None:
+    meta = _metadata()
+    meta["targets"].append(
+        {
+            "metric": "f1",
+            "alias": "f1_score",
+            "op": ">=",
+            "value": 0.9,
+            "text": ">= 0.9",
+            "observed": 0.97,
+            "met": True,
+        }
+    )
+    spanish = render_model_card(meta)
+    assert (
+        "| f1 (escrito `f1_score` en la configuración) | 0.9850 | 0.9700 | 0.9600 ± 0.0200 "
+        "| >= 0.9 | ✅ |" in spanish
+    )
+    english = render_model_card(meta, lang="en")
+    assert "| f1 (written as `f1_score` in the config) | 0.9850 | 0.9700 |" in english
+    assert "| accuracy | 0.9900 |" in english  # a canonical name is shown as it is
+
+
+def _training_data(card: str) -> str:
+    return card.split("## Datos de Entrenamiento", 1)[1].split("## Arquitectura", 1)[0]
+
+
+def test_card_training_data_shows_the_dvc_state() -> None:
+    meta = _metadata()
+    fingerprint = meta["data"]["fingerprint"]
+    md5 = "c7bec6a2edc60b03ab6ef7c9df4093ba"
+    fingerprint.update(dvc_md5=md5, dvc_recorded_md5=md5, dvc_state="tracked")
+    section = _training_data(render_model_card(meta))
+    assert f"- **Versión DVC:** ✅ coincide con su archivo `.dvc`; md5 `{md5}`" in section
+
+    fingerprint.update(dvc_md5=None, dvc_state="modified")
+    section = _training_data(render_model_card(meta))
+    assert "- **Versión DVC:** ⚠️ modificado desde `dvc add`" in section
+    assert f"registra el md5 `{md5}`, que NO es el de los datos de entrenamiento" in section
+    assert "DVC md5" not in section  # the stale md5 is not presented as the data's
+    english = render_model_card(meta, lang="en")
+    assert f"⚠️ modified since `dvc add`: the `.dvc` file records md5 `{md5}`" in english
+
+    fingerprint.update(dvc_recorded_md5=None, dvc_state="untracked")
+    section = _training_data(render_model_card(meta))
+    assert "- **Versión DVC:** sin seguimiento DVC (no hay archivo `.dvc`)" in section
+    meta["data"]["source"] = "builtin:penguins"
+    assert "Versión DVC" not in render_model_card(meta)  # no file, nothing to version
+
+
+def test_card_of_an_older_bundle_keeps_its_dvc_md5_row() -> None:
+    meta = _metadata()
+    meta["data"]["fingerprint"] = {"sha256": "ab12cd34", "dvc_md5": "abc123"}
+    section = _training_data(render_model_card(meta))
+    assert "- **DVC md5:** `abc123`" in section
+    assert "Versión DVC" not in section
+
+
+def test_card_training_data_shows_how_the_csv_was_read() -> None:
+    meta = _metadata()
+    meta["data"]["read"] = {
+        "sep": ";",
+        "decimal": ",",
+        "thousands": ".",
+        "encoding": "cp1252",
+        "quotechar": '"',
+        "na_values": None,
+        "detected": ["encoding", "sep"],
+    }
+    section = _training_data(render_model_card(meta))
+    assert (
+        "- **Lectura del CSV:** sep `;` (detectado), decimal `,`, thousands `.`, "
+        "encoding `cp1252` (detectado)" in section
+    )
+    meta["data"]["read"]["sep"] = "\t"
+    assert "sep `\\t` (detected)" in render_model_card(meta, lang="en")

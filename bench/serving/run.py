@@ -17,7 +17,15 @@ import httpx
 from bench.serving.inprocess import measure_asgi, measure_models
 from bench.serving.load import ensure_wrk, run_wrk
 from bench.serving.reference import BATCH_ROWS, Reference, payloads, train_reference
-from bench.serving.report import FLOOR, MLFLOW, MLSERVICE, acceptance, summarize, write_results
+from bench.serving.report import (
+    FLOOR,
+    MLFLOW,
+    MLSERVICE,
+    MLSERVICE_NO_MONITORING,
+    acceptance,
+    summarize,
+    write_results,
+)
 from bench.serving.servers import ServerSpec, start_server
 
 __all__ = ["main"]
@@ -51,6 +59,11 @@ def _specs(ref: Reference) -> list[tuple[str, str, ServerSpec]]:
             [str(BIN / "mlservice"), "serve", str(ref.bundle), "--host", "127.0.0.1",
              "--port", "{port}", "--workers", "1"],
             "/health/ready")),
+        ("mlservice", MLSERVICE_NO_MONITORING, ServerSpec(
+            MLSERVICE_NO_MONITORING,
+            [str(BIN / "mlservice"), "serve", str(ref.bundle), "--host", "127.0.0.1",
+             "--port", "{port}", "--workers", "1"],
+            "/health/ready", env={"MLSERVICE_MONITORING": "false"})),
         ("mlflow", MLFLOW[0], ServerSpec(MLFLOW[0], mlflow_cmd, "/ping", env=mlflow_env)),
         ("mlflow", MLFLOW[1], ServerSpec(
             MLFLOW[1], mlflow_cmd, "/ping", env={**mlflow_env, "OMP_NUM_THREADS": "1"})),

@@ -71,7 +71,9 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
         "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
         "sklearn._loss.link.Interval",
+        "sklearn.model_selection._split.KFold",  # the target encoder's seeded folds
         "mlservice.pipelines.features.DatetimeFeatures",
+        "mlservice.pipelines.features.Float32Values",
         "mlservice.llm.embeddings.TextEmbedder",
         "mlservice.pipelines.timeseries.DeltaRegressor",
         "lightgbm.basic.Booster",

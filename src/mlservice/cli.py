@@ -19,6 +19,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mlservice.commands.predict import (
+    DECIMAL_OPTION,
+    ENCODING_OPTION,
+    SEP_OPTION,
+    THOUSANDS_OPTION,
+    read_overrides,
+)
 from mlservice.errors import MlserviceError, TrackingError
 
 __all__ = ["app", "main"]
@@ -113,8 +120,9 @@ def metrics_table(metadata: dict[str, Any], title: str = "Metrics") -> Table:
         cv_text = f"{cv['mean']:.4f} ± {cv['std']:.4f}" if cv.get("mean") is not None else "—"
         target = targets.get(metric)
         met = "—" if target is None else ("[green]met[/]" if target["met"] else "[red]NOT met[/]")
+        alias = (target or {}).get("alias")
         table.add_row(
-            metric,
+            f"{metric} ({alias})" if alias else metric,
             _fmt(metrics.get("train", {}).get(metric)),
             _fmt(test_value),
             cv_text,
@@ -134,7 +142,10 @@ def validate(
 ) -> None:
     """Check a config; print every problem with its key path and a fix."""
     cfg = _load_config(config, set_)
-    targets = ", ".join(f"{t.metric} {t.op} {t.value:g}" for t in cfg.parsed_targets())
+    targets = ", ".join(
+        f"{t.metric}{f' (written {t.alias})' if t.alias else ''} {t.op} {t.value:g}"
+        for t in cfg.parsed_targets()
+    )
     console.print(
         f"[green]✓[/] {config} is valid: {cfg.task} of {cfg.data.target!r} with "
         f"{cfg.model_type}; targets: {targets}"
@@ -191,11 +202,22 @@ def _report_training(result: Any) -> None:
 def evaluate(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (or model_latest).")],
     data: Annotated[Path, typer.Argument(help="Labelled CSV or Parquet file.")],
+    sep: Annotated[str | None, SEP_OPTION] = None,
+    decimal: Annotated[str | None, DECIMAL_OPTION] = None,
+    thousands: Annotated[str | None, THOUSANDS_OPTION] = None,
+    encoding: Annotated[str | None, ENCODING_OPTION] = None,
 ) -> None:
-    """Metrics of a bundle on new labelled data, checked against its targets."""
+    """Metrics of a bundle on new labelled data, checked against its targets.
+
+    A CSV file is read like the training file (options recorded in the bundle) unless --sep,
+    --decimal, --thousands or --encoding say otherwise.
+    """
     from mlservice.training.evaluate import evaluate_bundle
 
-    report = evaluate_bundle(bundle, data)
+    read = read_overrides(sep, decimal, thousands, encoding)
+    report = evaluate_bundle(bundle, data, read=read)
+    for note in report.get("notes", []):
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     console.print(metrics_table(report, title=f"{report['name']} on {data.name}"))
     if not report["gate"]["passed"]:
         err_console.print(f"[bold red]targets not met:[/] {', '.join(report['gate']['failed'])}")
@@ -259,7 +281,7 @@ def serve(
         typer.Option(min=0, help="Seconds between checks of the bundle path for a new model."),
     ] = None,
 ) -> None:
-    """Serve a bundle over HTTP (SPEC §5): /docs, /api/v1/predict, /metrics, /admin/reload."""
+    """Serve a bundle over HTTP: /docs, /api/v1/predict, /metrics, /admin/reload."""
     from mlservice.api.server import run_server
 
     console.print(f"serving {bundle} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
@@ -313,6 +335,7 @@ def _register_commands() -> None:
     from mlservice.commands.analyze import analyze
     from mlservice.commands.eda import eda
     from mlservice.commands.init import init
+    from mlservice.commands.monitor import monitor
     from mlservice.commands.predict import predict
     from mlservice.commands.tune import tune
 
@@ -320,6 +343,7 @@ def _register_commands() -> None:
     app.command(name="eda")(_handle_errors(eda))
     app.command(name="tune")(tune)  # handles its own errors (exit 2 / 3)
     app.command(name="predict")(predict)
+    app.command(name="monitor")(_handle_errors(monitor))
     app.command(name="analyze")(_handle_errors(analyze))
 
 

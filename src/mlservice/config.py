@@ -7,10 +7,12 @@ as ``extra_checks`` so this module imports only pydantic and yaml.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import hashlib
 import json
 import re
+import types
 import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -30,15 +32,18 @@ from mlservice.errors import ConfigError
 
 __all__ = [
     "DEFAULT_TARGETS",
+    "METRIC_ALIASES",
     "TASK_METRICS",
     "CVConfig",
     "Config",
     "DataConfig",
     "LLMConfig",
     "ModelConfig",
+    "MonitoringConfig",
     "OutputConfig",
     "PreprocessingConfig",
     "RankingConfig",
+    "ReadOptions",
     "SearchParam",
     "ServingConfig",
     "SplitConfig",
@@ -46,6 +51,7 @@ __all__ = [
     "TimeSeriesConfig",
     "TrackingConfig",
     "apply_overrides",
+    "canonical_metric",
     "config_hash",
     "load_config",
     "parse_config",
@@ -64,7 +70,7 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "ranking": ("ndcg_at_k", "map_at_k"),
 }
 
-#: SPEC §3: targets used when the config has none.
+#: Targets used when the config has none.
 DEFAULT_TARGETS: dict[str, dict[str, str]] = {
     "classification": {"accuracy": ">= 0.85", "f1": ">= 0.80", "roc_auc": ">= 0.85"},
     "regression": {"r2": ">= 0.75", "mape": "< 10%"},
@@ -86,6 +92,32 @@ DEFAULT_SPLIT: dict[str, str] = {
     "ranking": "group",
 }
 
+#: Other spellings of metric names accepted in ``targets`` (scikit-learn function names and
+#: common variants); the parsed target uses the canonical name and remembers the spelling.
+METRIC_ALIASES: dict[str, str] = {
+    "accuracy_score": "accuracy",
+    "acc": "accuracy",
+    "precision_score": "precision",
+    "recall_score": "recall",
+    "f1_score": "f1",
+    "f1_weighted": "f1",
+    "auc_roc": "roc_auc",
+    "roc_auc_score": "roc_auc",
+    "auc": "roc_auc",
+    "logloss": "log_loss",
+    "cross_entropy": "log_loss",
+    "mean_squared_error": "mse",
+    "root_mean_squared_error": "rmse",
+    "mean_absolute_error": "mae",
+    "r2_score": "r2",
+    "r_squared": "r2",
+    "mean_absolute_percentage_error": "mape",
+    "ndcg": "ndcg_at_k",
+    "ndcg@k": "ndcg_at_k",
+    "map": "map_at_k",
+    "map@k": "map_at_k",
+}
+
 _TARGET_RE = re.compile(r"^\s*(>=|<=|>|<)\s*([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
 
 
@@ -94,12 +126,17 @@ class _Strict(BaseModel):
 
 
 class Target(_Strict):
-    """One parsed target, e.g. ``">= 0.85"`` or ``"< 10%"`` (stored as 0.10)."""
+    """One parsed target, e.g. ``">= 0.85"`` or ``"< 10%"`` (stored as 0.10).
+
+    ``metric`` is the canonical name; ``alias`` the spelling of the config when it differed
+    (``f1_score`` for ``f1``).
+    """
 
     metric: str
     op: Literal[">=", "<=", ">", "<"]
     value: float
     text: str
+    alias: str | None = None
 
     def is_met(self, observed: float | None) -> bool:
         """Whether ``observed`` satisfies the target (a missing or NaN value never does)."""
@@ -113,17 +150,124 @@ class Target(_Strict):
         }[self.op]
 
 
+#: Words people write instead of an operator, longest first.
+_WORD_OPS = (
+    ("greater than or equal to", ">="),
+    ("less than or equal to", "<="),
+    ("greater than", ">"),
+    ("more than", ">"),
+    ("at least", ">="),
+    ("less than", "<"),
+    ("at most", "<="),
+    ("above", ">"),
+    ("below", "<"),
+    ("=>", ">="),
+    ("=<", "<="),
+)
+
+
+def canonical_metric(name: str) -> str:
+    """The metric an alias stands for (``f1_score``, ``F1`` -> ``f1``); unknown names as is."""
+    key = name.strip().lower()
+    if key in METRIC_ALIASES:
+        return METRIC_ALIASES[key]
+    known = {metric for metrics in TASK_METRICS.values() for metric in metrics}
+    return key if key in known else name
+
+
+def _comparison_hint(text: str) -> str:
+    """``'greater than 0.8'`` -> ``" ('> 0.8')"`` when replacing the words gives a comparison."""
+    lowered = " ".join(text.lower().split())
+    for words, op in _WORD_OPS:
+        if lowered.startswith(words):
+            candidate = f"{op} {lowered.removeprefix(words).strip()}"
+            if _TARGET_RE.match(candidate):
+                return f"; did you mean {candidate!r}?"
+    return ""
+
+
 def parse_target(metric: str, text: str | float) -> Target:
-    """Parse ``">= 0.85"`` / ``"< 10%"``; a bare number means ``>=``."""
+    """Parse ``">= 0.85"`` / ``"< 10%"``; a bare number means ``>=``; aliases are resolved."""
     raw = f">= {text}" if isinstance(text, int | float) else str(text)
     match = _TARGET_RE.match(raw)
     if not match:
         raise ValueError(
             f"target {text!r} is not a comparison; write it like '>= 0.85', '< 0.3' or '< 10%'"
+            + _comparison_hint(raw)
         )
     op, number, percent = match.groups()
     value = float(number) / (100.0 if percent else 1.0)
-    return Target(metric=metric, op=op, value=value, text=raw.strip())
+    canonical = canonical_metric(metric)
+    alias = metric if canonical != metric else None
+    return Target(metric=canonical, op=op, value=value, text=raw.strip(), alias=alias)
+
+
+_SEP_NAMES = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "pipe": "|"}
+
+
+class ReadOptions(_Strict):
+    """How a CSV file is read (``data.read``); unset options are detected from the file.
+
+    ``sep`` unset: sniffed among ``, ; tab |``. ``encoding`` unset: UTF-8, or Windows-1252 when
+    the bytes are not valid UTF-8.
+    """
+
+    sep: str | None = Field(None, description="column separator: ',', ';', tab ('\\t') or '|'")
+    decimal: str = Field(".", description="decimal mark: '.' or ','")
+    thousands: str | None = Field(None, description="thousands separator, e.g. '.' or ' '")
+    encoding: str | None = Field(None, description="e.g. 'utf-8', 'cp1252', 'latin-1'")
+    quotechar: str = '"'
+    na_values: list[str] | None = Field(None, description="extra strings that mean missing")
+
+    @field_validator("sep", mode="before")
+    @classmethod
+    def _sep_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _SEP_NAMES.get(value.lower(), value)
+        return value
+
+    @field_validator("sep", "decimal", "thousands", "quotechar")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1:
+            raise ValueError(f"must be one character (write a tab as '\\t'), got {value!r}")
+        return value
+
+    @field_validator("decimal")
+    @classmethod
+    def _decimal_mark(cls, value: str) -> str:
+        if value not in ".,":
+            raise ValueError(f"must be '.' or ',', got {value!r}")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return codecs.lookup(value).name
+        except LookupError:
+            raise ValueError(
+                f"unknown encoding (use e.g. 'utf-8', 'cp1252' or 'latin-1'), got {value!r}"
+            ) from None
+
+    @model_validator(mode="after")
+    def _distinct_marks(self) -> ReadOptions:
+        marks = {"sep": self.sep, "decimal": self.decimal, "thousands": self.thousands}
+        marks["quotechar"] = self.quotechar
+        seen: dict[str, str] = {}
+        for name, mark in marks.items():
+            if mark is None:
+                continue
+            if mark in seen:
+                raise ValueError(f"{seen[mark]} and {name} must differ, got {mark!r} for both")
+            seen[mark] = name
+        return self
+
+    def given(self) -> dict[str, Any]:
+        """The options the config sets (not the defaults), as ``pandas.read_csv`` keywords."""
+        return self.model_dump(exclude_unset=True)
 
 
 class DataConfig(_Strict):
@@ -135,6 +279,9 @@ class DataConfig(_Strict):
     group_column: str | None = None
     column_types: dict[str, ColumnType] = Field(
         default_factory=dict, description="override the inferred type of a column"
+    )
+    read: ReadOptions | None = Field(
+        None, description="CSV reader options (sep, decimal, thousands, encoding, ...)"
     )
 
     @field_validator("source")
@@ -162,9 +309,21 @@ class NumericPreprocessing(_Strict):
     scale: Literal["standard", "minmax", "robust", "none"] = "standard"
 
 
+CategoricalEncoding = Literal["auto", "onehot", "target", "ordinal"]
+
+
 class CategoricalPreprocessing(_Strict):
+    """How categorical (and boolean) columns are imputed and encoded.
+
+    ``encode: auto`` chooses per column from its number of levels in the training part:
+    one-hot up to ``max_onehot_levels``, target encoding (cross-fitted, unseen levels get the
+    target's mean) above. ``columns`` overrides the choice for named columns.
+    """
+
     impute: Literal["most_frequent", "constant", "none"] = "most_frequent"
-    encode: Literal["onehot", "ordinal"] = "onehot"
+    encode: CategoricalEncoding = "auto"
+    max_onehot_levels: int = Field(20, ge=1, le=1000)
+    columns: dict[str, CategoricalEncoding] = Field(default_factory=dict)
 
 
 class TextPreprocessing(_Strict):
@@ -262,6 +421,28 @@ class ServingConfig(_Strict):
         return reject_wildcard_origins(value)
 
 
+class MonitoringConfig(_Strict):
+    """Drift monitoring of the served model against the training data's reference profile.
+
+    ``window``: the most recent rows compared; ``min_rows``: rows needed before drift is
+    judged; ``psi_threshold``: the population stability index above which a feature (or the
+    prediction) drifts (0.1 moderate, 0.2 significant; healthy traffic measured below 0.08).
+    """
+
+    enabled: bool = True
+    window: int = Field(10_000, ge=10, le=1_000_000)
+    min_rows: int = Field(500, ge=1)
+    psi_threshold: float = Field(0.2, gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _min_rows_fit(self) -> MonitoringConfig:
+        if self.min_rows > self.window:
+            raise ValueError(
+                f"min_rows ({self.min_rows}) must not exceed window ({self.window})"
+            )
+        return self
+
+
 class LLMConfig(_Strict):
     provider: Literal["openai", "none"] = "openai"
     model: str = "gpt-4o-mini"
@@ -273,7 +454,7 @@ class LLMConfig(_Strict):
 
 
 class Config(_Strict):
-    """The whole config file; see SPEC §3."""
+    """The whole config file."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     version: str = Field("1.0.0", pattern=r"^\d+\.\d+\.\d+([.-][0-9A-Za-z.-]+)?$")
@@ -292,6 +473,7 @@ class Config(_Strict):
     output: OutputConfig = Field(default_factory=lambda: OutputConfig())
     serving: ServingConfig = Field(default_factory=lambda: ServingConfig())
     llm: LLMConfig = Field(default_factory=lambda: LLMConfig())
+    monitoring: MonitoringConfig = Field(default_factory=lambda: MonitoringConfig())
 
     @model_validator(mode="after")
     def _fill_task_defaults(self) -> Config:
@@ -311,29 +493,63 @@ class Config(_Strict):
         return self.tracking.experiment or self.name
 
     def parsed_targets(self) -> list[Target]:
-        """Targets of the config, or the task defaults when it has none (SPEC §3)."""
+        """Targets of the config, or the task defaults when it has none."""
         raw = self.targets if self.targets is not None else DEFAULT_TARGETS[self.task]
         return [parse_target(metric, text) for metric, text in raw.items()]
 
 
 def _target_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """Unknown metrics, repeated metrics and target texts that are not comparisons.
+
+    With an invalid task (reported by pydantic) the texts are still checked, and metric names
+    against every task's metrics, so one run lists every independent problem.
+    """
     task = raw.get("task")
     targets = raw.get("targets")
-    if not isinstance(targets, dict) or task not in TASK_METRICS:
+    if not isinstance(targets, dict):
         return []
-    known = TASK_METRICS[task]
+    if task in TASK_METRICS:
+        known, scope = TASK_METRICS[task], f"for task {task!r}"
+    else:
+        known = tuple(dict.fromkeys(m for metrics in TASK_METRICS.values() for m in metrics))
+        scope = "of any task"
     problems: list[tuple[str, str]] = []
+    first_key: dict[str, str] = {}
     for metric, text in targets.items():
         path = f"targets.{metric}"
-        if metric not in known:
-            hint = _did_you_mean(str(metric), known)
-            problems.append((path, f"unknown metric for task {task!r}{hint}; known: {list(known)}"))
-            continue
+        canonical = canonical_metric(str(metric))
+        if canonical not in known:
+            hint = _did_you_mean(str(metric), [*known, *METRIC_ALIASES])
+            problems.append((path, f"unknown metric {scope}{hint}; known: {list(known)}"))
+        elif canonical in first_key:
+            problems.append(
+                (
+                    path,
+                    f"{metric!r} and {first_key[canonical]!r} are both the metric "
+                    f"{canonical!r}; keep one target per metric",
+                )
+            )
+        else:
+            first_key[canonical] = str(metric)
+        if not isinstance(text, str | int | float):
+            continue  # a wrong type is reported by pydantic
         try:
-            parse_target(metric, text)
+            parse_target(str(metric), text)
         except ValueError as exc:
             problems.append((path, str(exc)))
     return problems
+
+
+def _read_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    data = raw.get("data")
+    if not isinstance(data, dict) or not data.get("read"):
+        return []
+    source = str(data.get("source") or "")
+    if source.startswith("builtin:") or Path(source).suffix.lower() in {".parquet", ".pq"}:
+        return [
+            ("data.read", f"reader options apply to CSV files only, not {source!r}; remove them")
+        ]
+    return []
 
 
 def _task_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
@@ -375,7 +591,7 @@ def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
         field = model.model_fields.get(str(part))
         if field is None:
             return []
-        annotation = field.annotation
+        annotation = _without_none(field.annotation)
         args = typing.get_args(annotation)
         if typing.get_origin(annotation) is dict and len(args) == 2 and isinstance(args[1], type):
             model = {"value": args[1]}
@@ -386,13 +602,24 @@ def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
+def _without_none(annotation: Any) -> Any:
+    """``X | None`` -> ``X`` (so optional sections get their allowed keys listed too)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return args[0] if is_union and len(args) == 1 else annotation
+
+
 def _format_pydantic(exc: ValidationError) -> list[tuple[str, str]]:
     problems = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         path = ".".join(str(p) for p in loc) or "(top level)"
         kind = err["type"]
-        if kind == "extra_forbidden":
+        if len(loc) == 3 and loc[0] == "targets":
+            # one problem per target, not one per member of ``str | float``
+            path = f"targets.{loc[1]}"
+            msg = f"must be a comparison like '>= 0.85' or a number, got {err.get('input')!r}"
+        elif kind == "extra_forbidden":
             allowed = _fields_at(loc)
             hint = _did_you_mean(str(loc[-1]), allowed)
             msg = f"unknown key{hint}; allowed here: {', '.join(allowed)}"
@@ -467,6 +694,7 @@ def parse_config(
         problems.extend(_format_pydantic(exc))
     problems.extend(_target_problems(raw))
     problems.extend(_task_problems(raw))
+    problems.extend(_read_problems(raw))
     for check in extra_checks:
         problems.extend(check(raw))
     if problems or config is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -61,6 +61,9 @@ class ModelState:
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     reload_error: str = ""
     draining: bool = False
+    #: The drift window of the model being served (``mlservice.api.monitoring``); replaced
+    #: with the predictor on a reload; ``None`` when monitoring is off.
+    window: Any = None
 
 
 # Dependencies are ``async def``: none blocks, and a plain ``def`` costs a thread-pool hop per

@@ -210,6 +210,11 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
                 413, f"{where}: {too_many[0].get('msg')}", request_id=request_id_of(request)
             )
         metrics.count_error("validation")
+        state = getattr(request.app.state, "model", None)
+        if state is not None and getattr(state, "window", None) is not None:
+            from mlservice.api.monitoring import record_rejected
+
+            record_rejected(state, raw)  # a data-quality signal, by feature
         detail, items = format_validation_errors(raw)
         return error_response(422, detail, request_id=request_id_of(request), errors=items)
 

@@ -40,6 +40,7 @@ from mlservice.api.deps import ModelState
 from mlservice.api.errors import ApiError, error_response
 from mlservice.api.metrics import ApiMetrics
 from mlservice.api.middleware import replay_body
+from mlservice.api.monitoring import record_feeds
 from mlservice.api.routes._offload import call_model, model_failure
 from mlservice.api.routes.predict import (
     INLINE_MAX_ROWS,
@@ -141,9 +142,9 @@ class FastPredictMiddleware:
             if self.batcher is None or not inline:
                 return await _predict_rows(
                     predictor, rows, inline=inline, timeout_s=self.settings.request_timeout_s,
-                    request_id=request_id,
+                    request_id=request_id, window=self.state.window,
                 )
-            joined = await self.batcher.submit(predictor, rows)
+            joined = await self.batcher.submit(predictor, rows, self.state.window)
         except ApiError:
             raise
         except MlserviceError:  # an input the full checks should name: the route answers
@@ -237,7 +238,13 @@ class FastPredictMiddleware:
 
 
 async def _predict_rows(
-    predictor: Predictor, rows: Rows, *, inline: bool, timeout_s: float, request_id: str | None
+    predictor: Predictor,
+    rows: Rows,
+    *,
+    inline: bool,
+    timeout_s: float,
+    request_id: str | None,
+    window: Any = None,
 ) -> list[dict[str, Any]] | None:
     """Checks, onnxruntime (in a worker thread unless ``inline``), answers; ``None``: defer."""
     # Only the onnxruntime call leaves the event loop: the Python steps around it would wait
@@ -249,7 +256,9 @@ async def _predict_rows(
         partial(predictor.run_onnx, feeds), inline=inline, timeout_s=timeout_s,
         request_id=request_id,
     )
-    return predictor.onnx_answers(outputs, len(rows))
+    answers = predictor.onnx_answers(outputs, len(rows))
+    record_feeds(window, predictor, feeds, answers)
+    return answers
 
 
 class _Pending:
@@ -289,9 +298,13 @@ class MicroBatcher:
         self._pending: list[_Pending] = []
         self._rows = 0
         self._predictor: Predictor | None = None
+        self._window: Any = None
         self._scheduled = False
 
-    def submit(self, predictor: Predictor, rows: Rows) -> asyncio.Future[Answers]:
+    def submit(
+        self, predictor: Predictor, rows: Rows, window: Any = None
+    ) -> asyncio.Future[Answers]:
+        """Queue ``rows``; ``window`` (the model's drift window) gets the batch's rows."""
         loop = asyncio.get_running_loop()
         if self._pending and (
             predictor is not self._predictor or self._rows + len(rows) > self.max_rows
@@ -301,6 +314,7 @@ class MicroBatcher:
         self._pending.append(_Pending(rows, future))
         self._rows += len(rows)
         self._predictor = predictor
+        self._window = window
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._scheduled_flush)
@@ -311,22 +325,22 @@ class MicroBatcher:
         self.flush()
 
     def flush(self) -> None:
-        pending, predictor = self._pending, self._predictor
-        self._pending, self._rows, self._predictor = [], 0, None
+        pending, predictor, window = self._pending, self._predictor, self._window
+        self._pending, self._rows, self._predictor, self._window = [], 0, None, None
         if pending and predictor is not None:
             if self.observe is not None:
                 self.observe(len(pending))
-            _run_batch(predictor, pending)
+            _run_batch(predictor, pending, window)
 
 
-def _run_batch(predictor: Predictor, pending: list[_Pending]) -> None:
+def _run_batch(predictor: Predictor, pending: list[_Pending], window: Any = None) -> None:
     rows = [row for item in pending for row in item.rows] if len(pending) > 1 else pending[0].rows
     try:
         feeds = predictor.onnx_feeds(rows)
         if feeds is None:
             if len(pending) > 1:
                 for item in pending:  # find the request with the value the checks refused
-                    _run_batch(predictor, [item])
+                    _run_batch(predictor, [item], window)
                 return
             _resolve(pending[0].future, None)
             return
@@ -334,7 +348,7 @@ def _run_batch(predictor: Predictor, pending: list[_Pending]) -> None:
     except Exception as exc:
         if len(pending) > 1:  # only the request the model fails on gets the error
             for item in pending:
-                _run_batch(predictor, [item])
+                _run_batch(predictor, [item], window)
             return
         # an input error (``MlserviceError``): the route names it; anything else: a 500
         _resolve(pending[0].future, None if isinstance(exc, MlserviceError) else exc)
@@ -344,6 +358,7 @@ def _run_batch(predictor: Predictor, pending: list[_Pending]) -> None:
         end = start + len(item.rows)
         _resolve(item.future, answers[start:end])
         start = end
+    record_feeds(window, predictor, feeds, answers)  # after the answers: off their latency
 
 
 def _resolve(future: asyncio.Future[Answers], value: Answers) -> None:

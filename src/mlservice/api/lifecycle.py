@@ -40,6 +40,8 @@ from starlette.concurrency import run_in_threadpool
 
 from mlservice.api.deps import ModelState
 from mlservice.api.metrics import ApiMetrics
+from mlservice.api.monitoring import build_window
+from mlservice.api.settings import ApiSettings
 from mlservice.inference import FeatureInfo, Predictor
 
 __all__ = [
@@ -138,8 +140,10 @@ class ModelReloader:
         *,
         features: Sequence[FeatureInfo] | None,
         task: str | None,
+        settings: ApiSettings | None = None,
     ) -> None:
         self.state = state
+        self.settings = settings
         self.metrics = metrics
         self._contract = request_contract(features) if features else None
         self._task = task
@@ -212,9 +216,11 @@ class ModelReloader:
         try:
             predictor = Predictor.from_path(state.path)
             self._check(predictor)
+            window = build_window(predictor, self.settings) if self.settings else None
         except Exception as exc:  # any failure: the old model (if any) keeps serving
             self._seen = key
             return self._failed(trigger, public_reason(exc, state.path), previous, started)
+        state.window = window  # a new model starts a new window (its own reference)
         state.predictor = predictor  # the swap: one assignment, read once per request
         state.error = ""
         state.reload_error = ""

@@ -35,8 +35,15 @@ from mlservice.api.middleware import (
     RequestContextMiddleware,
     configure_json_logging,
 )
-from mlservice.api.routes import build_predict_router, health_router, model_router
+from mlservice.api.monitoring import DriftCollector
+from mlservice.api.routes import (
+    build_predict_router,
+    health_router,
+    model_router,
+    monitoring_router,
+)
 from mlservice.api.routes.admin import build_admin_router
+from mlservice.api.routes.explain import build_explain_router
 from mlservice.api.schemas import build_request_models
 from mlservice.api.settings import ApiSettings, settings_from_env
 from mlservice.bundle import load_metadata
@@ -49,7 +56,14 @@ log = logging.getLogger("mlservice.api")
 STATIC_URL = "/static/swagger-ui"
 DOCS_OPENAPI_URL = "/openapi-3.0.json"
 _NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
-_JSON_PATHS = ("/api/v1/predict", "/api/v1/predict/batch", "/api/v1/forecast", "/api/v1/rank")
+_JSON_PATHS = (
+    "/api/v1/predict",
+    "/api/v1/predict/batch",
+    "/api/v1/explain",
+    "/api/v1/explain/batch",
+    "/api/v1/forecast",
+    "/api/v1/rank",
+)
 
 
 def _read_schema(path: Path) -> tuple[dict[str, Any] | None, tuple[FeatureInfo, ...] | None]:
@@ -147,7 +161,10 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
     metrics = ApiMetrics()
     state = ModelState(path=path, api_keys=settings.api_keys())
     configure_json_logging(settings.log_level)
-    reloader = ModelReloader(state, metrics, features=features, task=(meta or {}).get("task"))
+    reloader = ModelReloader(
+        state, metrics, features=features, task=(meta or {}).get("task"), settings=settings
+    )
+    metrics.registry.register(DriftCollector(state))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -186,7 +203,9 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
     app.include_router(health_router)
     app.include_router(build_admin_router(keys_configured=bool(state.api_keys)))
     app.include_router(model_router, dependencies=auth)
+    app.include_router(monitoring_router, dependencies=auth)
     app.include_router(build_predict_router(models), dependencies=auth)
+    app.include_router(build_explain_router(models), dependencies=auth)
     _include_task_routes(app, meta, models.named_example, auth, settings.max_batch_size)
     _install_docs(app, title)
 

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from mlservice.categories import canonical_category, canonical_request_value
 from mlservice.inference import MAX_ABS_NUMERIC, MAX_TEXT_LENGTH, FeatureInfo
 
 __all__ = [
@@ -274,6 +275,10 @@ def _describe_field(info: FeatureInfo) -> str:
             text += f"; training range {info.minimum:g} to {info.maximum:g}"
     elif info.categories and info.closed:
         text = "One of: " + ", ".join(str(c) for c in info.categories)
+        if info.canonical and any(_number_form(c) is not None for c in info.categories):
+            text += " (a number means the category of the same digits)"
+    elif info.kind == "categorical" and info.canonical:
+        text = "Category: a string, or a number meaning the category of the same digits"
     elif info.kind == "datetime":
         text = "Date/time, ISO 8601"
     elif info.kind == "boolean":
@@ -292,13 +297,41 @@ def _field_type(info: FeatureInfo) -> Any:
         return Annotated[bool, Field(strict=True)]
     if info.kind == "datetime":
         return datetime
+    if info.kind == "categorical" and info.canonical:
+        return _canonical_category_type(info)
     if info.kind == "categorical" and info.categories and info.closed:
         return Literal[info.categories]
     return Annotated[str, Field(strict=True, max_length=MAX_TEXT_LENGTH)]
 
 
+def _number_form(category: Any) -> int | float | None:
+    """The JSON number that means ``category`` (``"123"`` → 123), if one does."""
+    if not isinstance(category, str):
+        return None
+    try:
+        number = int(category) if category.lstrip("-").isdigit() else float(category)
+    except ValueError:
+        return None
+    return number if canonical_category(number) == category else None
+
+
+def _canonical_category_type(info: FeatureInfo) -> Any:
+    """A category of a canonical bundle: a string, or a number meaning the category of the
+    same digits (a zip code sent as ``123`` or ``"123"``). Closed features list both forms
+    in the schema; open ones (many levels) take any string or integer."""
+    to_string = BeforeValidator(canonical_request_value)
+    if info.categories and info.closed:
+        numbers = [n for n in map(_number_form, info.categories) if n is not None]
+        return Annotated[Literal[(*info.categories, *numbers)], to_string]
+    return Annotated[
+        Annotated[str, Field(strict=True, max_length=MAX_TEXT_LENGTH)] | int, to_string
+    ]
+
+
 def _example(info: FeatureInfo) -> Any:
     value = info.example
+    if info.kind == "boolean" and isinstance(value, str):  # a canonical bundle's "True"
+        value = value == "True"
     if info.kind == "categorical" and info.closed and info.categories:
         return value if value in info.categories else info.categories[0]
     if value is None and not info.nullable:
@@ -401,9 +434,8 @@ def build_request_models(
         ]
         typed = True
     instances_type: Any = Annotated[
-        list[row],
+        Annotated[list[row], Field(min_length=1, max_length=max_batch_size)],
         BeforeValidator(max_items(max_batch_size, "instances")),
-        Field(min_length=1, max_length=max_batch_size),
     ]
     predict = create_model(
         "PredictRequest",

@@ -24,6 +24,11 @@ config said at training time), then environment variables:
                                (default ``20000``; ``0``: Python's collector as it is)
 ``MLSERVICE_OTEL``             ``true``: keep FastAPI's native OpenTelemetry instrumentation
                                (used when an OpenTelemetry provider is configured)
+``MLSERVICE_MONITORING``       ``false``: no drift window (``GET /api/v1/monitoring`` says off)
+``MLSERVICE_MONITORING_WINDOW``  rows of recent traffic compared with the training reference
+                               (default: the bundle's ``monitoring.window``, 10,000)
+``MLSERVICE_MONITORING_MIN_ROWS``  rows needed before drift is judged (default: the bundle's,
+                               500)
 ``MLSERVICE_BODY_TIMEOUT``     seconds a request body may take to arrive before the API
                                answers 408 (default ``15``)
 ``MLSERVICE_PUBLIC_DOCS``      ``true``: ``/docs`` and the OpenAPI documents answer without a
@@ -66,6 +71,9 @@ _ENV_FIELDS = {
     "MLSERVICE_OTEL": "otel",
     "MLSERVICE_GC_THRESHOLD": "gc_threshold",
     "MLSERVICE_BODY_TIMEOUT": "body_timeout_s",
+    "MLSERVICE_MONITORING": "monitoring",
+    "MLSERVICE_MONITORING_WINDOW": "monitoring_window",
+    "MLSERVICE_MONITORING_MIN_ROWS": "monitoring_min_rows",
     "MLSERVICE_PUBLIC_DOCS": "public_docs",
     "MLSERVICE_PUBLIC_METRICS": "public_metrics",
 }
@@ -116,6 +124,12 @@ class ApiSettings(BaseModel):
     #: With API keys configured, ``/metrics`` (per-class counts) needs a key too, unless this
     #: is true (Prometheus sends one with ``authorization: {credentials: ...}``).
     public_metrics: bool = False
+    #: Keep a drift window of served rows (``GET /api/v1/monitoring``); the bundle's
+    #: ``monitoring.enabled: false`` turns it off too.
+    monitoring: bool = True
+    #: Rows in the drift window and rows before drift is judged; ``None``: the bundle's.
+    monitoring_window: int | None = Field(None, ge=10, le=1_000_000)
+    monitoring_min_rows: int | None = Field(None, ge=1)
 
     @field_validator("cors_origins")
     @classmethod

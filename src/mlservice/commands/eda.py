@@ -49,7 +49,10 @@ def eda(
     console = Console(soft_wrap=True)
     err_console = Console(stderr=True, soft_wrap=True)
     cfg = load_config(config, set_ or [], extra_checks=[config_checks])
-    report = eda_report_for_config(cfg, base_dir=Path.cwd(), sample_rows=sample)
+    notes: list[str] = []
+    report = eda_report_for_config(cfg, base_dir=Path.cwd(), sample_rows=sample, notes=notes)
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     html_path, md_path = write_eda_report(report, output)
     console.print(
         f"EDA of {cfg.data.source!r}: {report.n_rows:,} rows × {report.n_columns} columns, "
@@ -69,18 +72,26 @@ def eda(
 
 
 def eda_report_for_config(
-    config: Config, *, base_dir: Path, sample_rows: int = 10_000, seed: int | None = None
+    config: Config,
+    *,
+    base_dir: Path,
+    sample_rows: int = 10_000,
+    seed: int | None = None,
+    notes: list[str] | None = None,
 ) -> EdaReport:
     """Load the config's dataset and analyse its features and target as training would see them.
 
-    Columns in ``data.drop`` (and the group/time columns) are left out; rows with a missing
-    target are kept so the report can show them.
+    The file is read with the config's ``data.read`` options, like training reads it. Columns
+    in ``data.drop`` (and the group/time columns) are left out; rows with a missing target are
+    kept so the report can show them. ``notes`` receives what loading detected or assumed.
     """
     from mlservice.data import load_dataset
     from mlservice.reports.eda import build_eda_report
     from mlservice.training.train import prepare_frame
 
     dataset = load_dataset(config.data, base_dir=base_dir)
+    if notes is not None:
+        notes.extend(dataset.notes)
     features, _, types, _ = prepare_frame(dataset.frame, config)
     columns = [*features.columns, config.data.target]
     report = build_eda_report(
@@ -90,6 +101,7 @@ def eda_report_for_config(
         types=types,
         sample_rows=sample_rows,
         seed=config.split.seed if seed is None else seed,
+        preprocessing=config.preprocessing,
     )
     report.source = config.data.source
     report.data_fingerprint = dict(dataset.fingerprint)
@@ -118,6 +130,7 @@ def log_eda_to_mlflow(
                 "task": report.task,
                 "target": report.target,
                 "data_sha256": report.data_fingerprint.get("sha256") or "",
+                "mlservice.dvc_state": report.data_fingerprint.get("dvc_state") or "untracked",
             }
             mlflow.set_tags(tags)
             mlflow.log_metrics(

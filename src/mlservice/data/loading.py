@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,10 +11,13 @@ from typing import Any
 import pandas as pd
 
 from mlservice.config import DataConfig
-from mlservice.data.fingerprint import dvc_md5, fingerprint_file, fingerprint_frame
+from mlservice.data.fingerprint import DvcLineage, dvc_lineage, fingerprint_file, fingerprint_frame
+from mlservice.data.reading import CsvOptions, numeric_text_hint, read_csv, resolve_csv_options
 from mlservice.errors import DataError
 
 __all__ = ["BUILTIN_DATASETS", "Dataset", "load_dataset"]
+
+log = logging.getLogger(__name__)
 
 
 def _sklearn_loader(name: str) -> Callable[[], pd.DataFrame]:
@@ -50,12 +54,18 @@ BUILTIN_DATASETS: dict[str, Callable[[], pd.DataFrame]] = {
 
 @dataclass
 class Dataset:
-    """A loaded dataset and where it came from."""
+    """A loaded dataset and where it came from.
+
+    ``read``: the CSV reader options used (None for Parquet and builtin datasets); ``notes``: what
+    loading detected or assumed, for the user (the separator, an encoding fallback).
+    """
 
     frame: pd.DataFrame
     source: str
     path: Path | None
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    read: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
 
     def verify_unchanged(self) -> None:
         """Raise ``DataError`` if the raw file changed since it was loaded."""
@@ -70,13 +80,23 @@ class Dataset:
             )
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+def _read_file(path: Path, config: DataConfig) -> tuple[pd.DataFrame, CsvOptions | None]:
+    if path.suffix.lower() == ".csv":
+        options = resolve_csv_options(path, config.read.given() if config.read else None)
+        return read_csv(path, options), options
     try:
-        if path.suffix.lower() == ".csv":
-            return pd.read_csv(path)
-        return pd.read_parquet(path)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        return pd.read_parquet(path), None
+    except (OSError, ValueError) as exc:
         raise DataError(f"cannot read dataset {str(path)!r}: {exc}") from exc
+
+
+def _dvc_warning(source: str, lineage: DvcLineage) -> str:
+    return (
+        f"data file {source!r} changed since `dvc add`: {lineage.dvc_file} records md5 "
+        f"{lineage.recorded_md5}, the file's md5 is {lineage.actual_md5}. The recorded md5 is "
+        f"not this data's and is not used as its version; run `dvc add {source}` (and commit "
+        "the .dvc file) to version the data you train on"
+    )
 
 
 def load_dataset(config: DataConfig, *, base_dir: Path | None = None) -> Dataset:
@@ -90,9 +110,8 @@ def load_dataset(config: DataConfig, *, base_dir: Path | None = None) -> Dataset
                 f"unknown builtin dataset {name!r}; available: {sorted(BUILTIN_DATASETS)}"
             )
         frame = loader()
-        dataset = Dataset(
-            frame, source, None, {"sha256": fingerprint_frame(frame), "dvc_md5": None}
-        )
+        fingerprint = {"sha256": fingerprint_frame(frame), **DvcLineage("untracked").fields()}
+        dataset = Dataset(frame, source, None, fingerprint)
     else:
         path = Path(source)
         if not path.is_absolute():
@@ -100,9 +119,18 @@ def load_dataset(config: DataConfig, *, base_dir: Path | None = None) -> Dataset
         if not path.is_file():
             raise DataError(f"dataset {source!r} not found (looked at {str(path)!r})")
         sha = fingerprint_file(path)
-        frame = _read_file(path)
-        dataset = Dataset(frame, source, path, {"sha256": sha, "dvc_md5": dvc_md5(path)})
+        lineage = dvc_lineage(path)
+        if lineage.state == "modified":
+            log.warning(_dvc_warning(source, lineage))
+        frame, options = _read_file(path, config)
+        dataset = Dataset(frame, source, path, {"sha256": sha, **lineage.fields()})
+        if options is not None:
+            dataset.read = options.to_dict()
+            dataset.notes.extend(options.notes)
     _check_columns(dataset.frame, config)
+    if dataset.read is not None:
+        hints = (numeric_text_hint(frame[c], dataset.read) for c in frame.columns)
+        dataset.notes.extend(hint for hint in hints if hint)
     return dataset
 
 

@@ -10,6 +10,10 @@ With Dask, the same ``BatchScorer`` runs in ``map_partitions`` over the input's 
 ``distributed`` cluster and the output is partitioned Parquet (``part.N.parquet`` in a
 directory); its rows equal the in-process output.
 
+A CSV input is read like the bundle's training file (``data.read`` in its metadata: the options
+the config set are reused, the detected ones, separator and encoding, detected again for this
+file); ``read`` (``--sep``/``--decimal``/``--encoding``) overrides them.
+
 Each chunk goes through the ``Predictor``'s schema checks and coercion, then ONE vectorized call
 of the bundle's scikit-learn pipeline, also for bundles the API serves through ONNX
 (``predict_proba`` for classifiers that have it, else ``predict``). Output columns: the
@@ -26,8 +30,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlservice.bundle import Bundle
+from mlservice.data.reading import (
+    CsvOptions,
+    numeric_text_hint,
+    read_csv,
+    resolve_for_new_file,
+)
 from mlservice.errors import DataError, MissingExtraError, SchemaError
 from mlservice.inference.predictor import Predictor
 
@@ -67,6 +77,8 @@ class BatchStats:
     pipeline_calls: int | None = 0  # None: counted on the Dask workers, not here
     seconds: float = 0.0
     output: Path | None = None
+    read: dict[str, Any] | None = None  # CSV reader options used (None for Parquet)
+    notes: list[str] = field(default_factory=list)  # what reading detected or assumed
 
     @property
     def rows_per_second(self) -> float:
@@ -76,7 +88,9 @@ class BatchStats:
 class BatchScorer:
     """Feature frames → output frames: the Predictor's checks, then one pipeline call."""
 
-    def __init__(self, predictor: Predictor, id_columns: Sequence[str] = ()) -> None:
+    def __init__(
+        self, predictor: Predictor, id_columns: Sequence[str] = (), *, explain: bool = False
+    ) -> None:
         # Always the bundle's scikit-learn pipeline, whatever runtime serves ``predictor``'s
         # requests: one call scores a whole chunk exactly, and a plain Bundle pickles for Dask
         # workers (an onnxruntime session or a lazily loading bundle would not).
@@ -84,6 +98,7 @@ class BatchScorer:
         plain = Bundle(path=source.path, metadata=source.metadata, pipeline=source.pipeline)
         self.predictor = Predictor(plain)
         self.id_columns = tuple(id_columns)
+        self.explainer: Any = self._explainer() if explain else None
         clash = [c for c in self.id_columns if c in self._output_names()]
         if clash:
             raise SchemaError(f"id columns {clash} clash with output columns; rename them")
@@ -98,6 +113,24 @@ class BatchScorer:
             codes = getattr(predictor.bundle.pipeline, "classes_", None)
             codes = range(len(predictor.classes)) if codes is None else np.asarray(codes).tolist()
             self._labels = np.asarray([self._label(c) for c in codes], dtype=object)
+
+    def _explainer(self) -> Any:
+        """``--explain``: the explainer of the pipeline (the one the API builds)."""
+        from mlservice.inference.explain import build_explainer
+
+        meta = self.predictor.metadata
+        stored = meta.get("explain") if isinstance(meta.get("explain"), dict) else None
+        return build_explainer(
+            self.predictor.bundle.pipeline,
+            state=(stored or {}).get("state"),
+            class_labels=self.predictor.classes,
+        )
+
+    def _explain_columns(self) -> list[str]:
+        if self.explainer is None:
+            return []
+        names = [f"contrib_{name}" for name in self.explainer.features]
+        return [*names, "contrib_base_value"]
 
     @property
     def input_columns(self) -> list[str]:
@@ -118,7 +151,7 @@ class BatchScorer:
             names += ["confidence", *(f"proba_{c}" for c in self.predictor.classes)]
         elif not self.predictor.is_classifier and self.predictor.metadata.get("interval"):
             names += ["interval_lower", "interval_upper"]
-        return names
+        return names + self._explain_columns()
 
     def _label(self, code: Any) -> Any:
         classes = self.predictor.classes
@@ -180,6 +213,8 @@ class BatchScorer:
             if self._halfwidth is not None:
                 out["interval_lower"] = pred - self._halfwidth
                 out["interval_upper"] = pred + self._halfwidth
+        if self.explainer is not None:
+            out.update(self._contributions(X, n))
         return pd.DataFrame(
             {
                 k: pd.Series(v, dtype=object if v.dtype == object else v.dtype, index=frame.index)
@@ -187,6 +222,20 @@ class BatchScorer:
             },
             index=frame.index,
         )
+
+    def _contributions(self, X: pd.DataFrame | None, n: int) -> dict[str, np.ndarray]:  # noqa: N803
+        """One column per input feature (the explained output's contributions) and the base:
+        ``contrib_base_value + sum(contrib_*)`` is the explained output of each row."""
+        names = self._explain_columns()
+        if X is None:
+            return {name: np.empty(0) for name in names}
+        explained = self.explainer.explain_batch(X)
+        selected = explained.selected()  # (rows, features) of each row's explained output
+        rows = np.arange(n)
+        base = np.asarray(explained.base)[rows, np.asarray(explained.explained)]
+        out = {name: selected[:, j] for j, name in enumerate(names[:-1])}
+        out["contrib_base_value"] = base
+        return out
 
     def _predict(self, X: pd.DataFrame | None, n: int) -> np.ndarray:  # noqa: N803
         if X is None:
@@ -243,17 +292,41 @@ def _kind(path: Path, role: str) -> str:
     raise DataError(f"{role} {str(path)!r} must be a .csv or .parquet file, got {suffix!r}")
 
 
+def csv_options(
+    scorer: BatchScorer, path: Path, read: Mapping[str, Any] | None = None
+) -> CsvOptions:
+    """The reader options for a CSV input of ``scorer``'s bundle (see the module docstring)."""
+    data = scorer.predictor.metadata.get("data")
+    trained = data.get("read") if isinstance(data, dict) else None
+    return resolve_for_new_file(path, trained if isinstance(trained, dict) else None, read)
+
+
+def _csv_chunks(reader: Any, path: Path, options: CsvOptions) -> Iterator[pd.DataFrame]:
+    try:
+        yield from reader
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"cannot decode {str(path)!r} as {options.encoding!r} ({exc.reason}); "
+            "pass --encoding with the file's encoding, e.g. --encoding cp1252"
+        ) from exc
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot read {str(path)!r} ({options.describe()}): {exc}") from exc
+
+
 @contextlib.contextmanager
 def _read_chunks(
-    path: Path, scorer: BatchScorer, chunk_size: int
+    path: Path, scorer: BatchScorer, chunk_size: int, options: CsvOptions | None
 ) -> Iterator[tuple[Iterator[pd.DataFrame], int | None, dict[str, pa.DataType]]]:
     if not path.is_file():
         raise DataError(f"input file {str(path)!r} not found")
-    if _kind(path, "input") == "csv":
-        header = pd.read_csv(path, nrows=0)
+    if options is not None:
+        header = read_csv(path, options, audience="cli", nrows=0)
         scorer.check_columns([str(c) for c in header.columns], str(path))
-        with pd.read_csv(path, chunksize=chunk_size, usecols=scorer.input_columns) as reader:
-            yield iter(reader), None, {}
+        kwargs = options.kwargs()
+        with pd.read_csv(
+            path, chunksize=chunk_size, usecols=scorer.input_columns, **kwargs
+        ) as reader:
+            yield _csv_chunks(reader, path, options), None, {}
         return
     parquet = pq.ParquetFile(path)
     try:
@@ -321,18 +394,32 @@ def score_file(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     id_columns: Sequence[str] = (),
     progress: Progress | None = None,
+    read: Mapping[str, Any] | None = None,
+    explain: bool = False,
 ) -> BatchStats:
-    """Score ``input_path`` chunk by chunk into ``output_path`` (.csv or .parquet)."""
+    """Score ``input_path`` chunk by chunk into ``output_path`` (.csv or .parquet).
+
+    ``explain``: add one ``contrib_<feature>`` column per input feature and
+    ``contrib_base_value`` (``mlservice.inference.explain``).
+
+    ``read``: CSV reader options (sep, decimal, thousands, encoding) over the bundle's own.
+    """
     if chunk_size < 1:
         raise DataError(f"chunk size must be >= 1, got {chunk_size!r}")
     start = time.perf_counter()
-    scorer = BatchScorer(predictor, id_columns)
+    scorer = BatchScorer(predictor, id_columns, explain=explain)
     stats = BatchStats(output=output_path)
+    options = _input_options(scorer, input_path, read)
+    if options is not None:
+        stats.read, stats.notes = options.to_dict(), list(options.notes)
     writer = _Writer(output_path, scorer)
     try:
-        with _read_chunks(input_path, scorer, chunk_size) as (chunks, total, id_types):
+        with _read_chunks(input_path, scorer, chunk_size, options) as (chunks, total, id_types):
             for chunk in chunks:
-                out = scorer.score(chunk, where=input_path.name, first_row=stats.rows)
+                try:
+                    out = scorer.score(chunk, where=input_path.name, first_row=stats.rows)
+                except SchemaError as exc:
+                    raise _with_read_hint(exc, scorer, chunk, options) from None
                 writer.write(out, id_types)
                 stats.rows += len(chunk)
                 stats.chunks += 1
@@ -346,6 +433,33 @@ def score_file(
     stats.pipeline_calls = scorer.pipeline_calls
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def _with_read_hint(
+    exc: SchemaError, scorer: BatchScorer, chunk: pd.DataFrame, options: CsvOptions | None
+) -> SchemaError:
+    """Name the reader option when a numeric feature came in as text like ``'39,1'``."""
+    if options is None:
+        return exc
+    for feature in scorer.predictor.features:
+        if feature.kind == "numeric" and feature.name in chunk.columns:
+            hint = numeric_text_hint(chunk[feature.name], options.to_dict(), audience="cli")
+            if hint:
+                return SchemaError(f"{exc}; {hint}")
+    return exc
+
+
+def _input_options(
+    scorer: BatchScorer, path: Path, read: Mapping[str, Any] | None
+) -> CsvOptions | None:
+    """CSV options of an input file; None for Parquet (where reader options are refused)."""
+    if not path.exists():
+        return None  # reported by the reader
+    if path.is_file() and _kind(path, "input") == "csv":
+        return csv_options(scorer, path, read)
+    if read and any(v is not None for v in read.values()):
+        raise DataError(f"--sep/--decimal/--encoding apply to CSV input, not {str(path)!r}")
+    return None
 
 
 # --------------------------------------------------------------------------------- Dask
@@ -390,6 +504,7 @@ def score_file_dask(
     id_columns: Sequence[str] = (),
     n_workers: int = 2,
     blocksize: str = "64MB",
+    read: Mapping[str, Any] | None = None,
 ) -> BatchStats:
     """Score on a Dask cluster (``"local"`` or ``tcp://host:port``) into a Parquet directory.
 
@@ -406,17 +521,22 @@ def score_file_dask(
     scorer = BatchScorer(predictor, id_columns)
     if not input_path.exists():
         raise DataError(f"input {str(input_path)!r} not found")
-    kind = "parquet" if input_path.is_dir() else _kind(input_path, "input")
     if output_path.suffix.lower() in _CSV:
         raise DataError("--dask writes partitioned Parquet; give an output directory, "
                         f"e.g. {output_path.with_suffix('.parquet')}")
     if output_path.exists() and (not output_path.is_dir() or any(output_path.iterdir())):
         raise DataError(f"output {str(output_path)!r} exists; remove it or choose a new path")
     id_types: dict[str, pa.DataType] = {}
-    if kind == "csv":
-        header = pd.read_csv(input_path, nrows=0)
+    options = _input_options(scorer, input_path, read)
+    if options is not None:
+        header = read_csv(input_path, options, audience="cli", nrows=0)
         scorer.check_columns([str(c) for c in header.columns], str(input_path))
-        ddf = dd.read_csv(str(input_path), usecols=scorer.input_columns, blocksize=blocksize)
+        ddf = dd.read_csv(
+            str(input_path),
+            usecols=scorer.input_columns,
+            blocksize=blocksize,
+            **options.kwargs(),
+        )
     else:  # one file or a directory of Parquet parts
         arrow_schema = pq.ParquetDataset(input_path).schema
         scorer.check_columns(arrow_schema.names, str(input_path))
@@ -442,4 +562,6 @@ def score_file_dask(
         pipeline_calls=None,
         seconds=time.perf_counter() - start,
         output=output_path,
+        read=None if options is None else options.to_dict(),
+        notes=[] if options is None else list(options.notes),
     )

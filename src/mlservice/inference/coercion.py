@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mlservice.categories import canonical_category
 from mlservice.errors import SchemaError
 
 if TYPE_CHECKING:
@@ -101,6 +102,16 @@ def _numeric_hint(info: FeatureInfo) -> str:
 def _coerce_categorical(
     pred: Predictor, info: FeatureInfo, column: pd.Series, nulls: np.ndarray, multi: bool
 ) -> pd.Series:
+    if info.canonical:  # the same string for 123, 123.0, np.int64(123) and "123"
+        sent = column
+        column = pd.Series(
+            [v if null else canonical_category(v) for v, null in zip(sent, nulls, strict=True)],
+            index=column.index,
+            dtype=object,
+        )
+        bad = ~nulls & ~column.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+        if bad.any() and not info.closed:  # closed: "not a known category" below names them
+            raise _type_error(pred, info, sent, bad, multi, "send a string or a number")
     if info.closed and info.categories is not None:
         allowed = set(info.categories)
         bad = ~nulls & ~column.map(lambda v: _hashable(v) and v in allowed).to_numpy(dtype=bool)
@@ -134,6 +145,9 @@ def _coerce_boolean(
     if bad.any():
         raise _type_error(pred, info, column, bad, multi, "send JSON true or false")
     values = column.map(lambda v: None if is_null(v) else bool(v))
+    if info.canonical:  # the model takes "True"/"False", like every categorical value
+        strings = values.map(lambda v: None if v is None else ("True" if v else "False"))
+        return strings.astype(object).where(~nulls, np.nan)
     if info.dtype == "bool" and not nulls.any():
         return values.astype(bool)
     return values.astype(object).where(~nulls, np.nan)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlservice.categories import canonical_request_value
 from mlservice.errors import BundleError, ConfigError
 
 __all__ = [
@@ -223,9 +224,26 @@ class ColumnCheck:
     kind: str  # "float" or "string", as the ONNX input
     nullable: bool
     categories: frozenset[Any] | None  # closed categories; None: any string
+    #: What a string input takes: "string" (str only, as sent), "category" (str, or a JSON
+    #: number read as its canonical category string), "boolean" (true/false, sent to the
+    #: graph as "True"/"False").
+    values: str = "string"
 
 
 _NONE = type(None)
+
+
+def _boolean_string(value: Any) -> Any:
+    return value if value is None else ("True" if value else "False")
+
+
+#: ``ColumnCheck.values`` → the Python types a request may send, and the conversion to the
+#: graph's string (``None``: strings as sent).
+_STRING_VALUES: dict[str, tuple[frozenset[type], Callable[[Any], Any] | None]] = {
+    "string": (frozenset({str}), None),
+    "category": (frozenset({str, int, float}), canonical_request_value),
+    "boolean": (frozenset({bool}), _boolean_string),
+}
 
 
 class FeedBuilder:
@@ -259,14 +277,17 @@ class FeedBuilder:
         self._float_types = frozenset({int, float} | ({_NONE} if any(nullable) else set()))
         self._not_null = np.array([not n for n in nullable], dtype=bool)
         self._nullable = nullable
-        self._strings: list[tuple[int, str, frozenset[Any] | None, frozenset[type]]] = []
+        self._strings: list[
+            tuple[int, str, frozenset[Any] | None, frozenset[type], Callable[[Any], Any] | None]
+        ] = []
         for j, check in enumerate(checks):
             if check.kind != "string":
                 continue
             extra = {None} if check.nullable else set()
             allowed = None if check.categories is None else frozenset(check.categories | extra)
-            types = frozenset({str} | ({_NONE} if check.nullable else set()))
-            self._strings.append((j, self._names[j], allowed, types))
+            sent, convert = _STRING_VALUES[check.values]
+            types = frozenset(sent | ({_NONE} if check.nullable else set()))
+            self._strings.append((j, self._names[j], allowed, types, convert))
 
     def build(self, rows: Sequence[Sequence[Any]]) -> dict[str, np.ndarray] | None:
         """The feeds, or ``None`` when some value needs the full checks."""
@@ -278,8 +299,12 @@ class FeedBuilder:
                 return None
             for k, name in enumerate(self._float_names):
                 feeds[name] = block[k].reshape(count, 1)
-        for j, name, allowed, types in self._strings:
+        for j, name, allowed, types, convert in self._strings:
             column = [row[j] for row in rows]
+            if convert is not None:
+                if not types.issuperset(map(type, column)):
+                    return None
+                column = [convert(v) for v in column]
             if allowed is not None:
                 try:
                     if not allowed.issuperset(column):

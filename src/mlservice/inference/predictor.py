@@ -66,21 +66,29 @@ class FeatureInfo:
     maximum: float | None
     dtype: str
     example: Any
+    #: Values reach the model as canonical strings (``mlservice.categories``): a number sent
+    #: for a category means the category of the same digits.
+    canonical: bool = False
 
     @classmethod
     def from_metadata(cls, spec: Mapping[str, Any]) -> FeatureInfo:
-        """Build from one entry of ``metadata["features"]``."""
+        """Build from one entry of ``metadata["features"]``.
+
+        A categorical feature is closed (an unknown value is refused) when its categories are
+        all listed and its encoding does not define unseen values (``open``: target encoding).
+        """
         cats = spec.get("categories")
         return cls(
             name=str(spec["name"]),
             kind=str(spec.get("type", "numeric")),
             nullable=bool(spec.get("nullable", False)),
             categories=tuple(cats) if cats else None,
-            closed=bool(cats) and "n_categories" not in spec,
+            closed=bool(cats) and "n_categories" not in spec and not spec.get("open", False),
             minimum=_opt_float(spec.get("min")),
             maximum=_opt_float(spec.get("max")),
             dtype=str(spec.get("dtype", "")),
             example=spec.get("example"),
+            canonical=bool(spec.get("canonical", False)),
         )
 
 
@@ -138,7 +146,10 @@ class Predictor:
     def _feed_builder(self, onnx: OnnxModel) -> FeedBuilder:
         layout = [(i.name, i.type) for i in onnx.inputs]
         kinds = {"numeric": "float", "categorical": "string"}
-        expected = [(f.name, kinds.get(f.kind, f.kind)) for f in self._ordered]
+        expected = [
+            (f.name, "string" if f.kind == "boolean" and f.canonical else kinds.get(f.kind, f.kind))
+            for f in self._ordered
+        ]
         if layout != expected:
             raise BundleError(
                 f"bundle {self.bundle.path.name!r}: the ONNX inputs {layout} do not match the "
@@ -149,6 +160,9 @@ class Predictor:
                 kind=kind,
                 nullable=f.nullable,
                 categories=frozenset(f.categories) if f.closed and f.categories else None,
+                values="boolean" if f.kind == "boolean" else (
+                    "category" if f.canonical else "string"
+                ),
             )
             for f, (_, kind) in zip(self._ordered, layout, strict=True)
         ]
@@ -192,6 +206,11 @@ class Predictor:
     def _with_pipeline(cls, bundle: Bundle) -> Predictor:
         bundle.pipeline  # noqa: B018  (deserialize now: a bad model.skops fails the start)
         return cls(bundle)
+
+    @property
+    def features_in_order(self) -> tuple[FeatureInfo, ...]:
+        """The features in model order (``feature_names``), each with its schema."""
+        return self._ordered
 
     @property
     def runtime(self) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlservice.config import PreprocessingConfig
 from mlservice.reports.eda_facts import (
     LEAKAGE_THRESHOLD,
     ColumnSummary,
@@ -48,6 +49,7 @@ def build_eda_report(
     types: dict[str, str] | None = None,
     sample_rows: int = 10_000,
     seed: int = 0,
+    preprocessing: PreprocessingConfig | None = None,
 ) -> EdaReport:
     """Analyse ``frame`` (features + ``target``); ``types`` maps columns to mlservice types
     (numeric | categorical | boolean | datetime | text), inferred for columns it does not name.
@@ -95,7 +97,7 @@ def build_eda_report(
         seed=seed,
         created_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
     )
-    report.warnings = find_warnings(frame, report)
+    report.warnings = find_warnings(frame, report, preprocessing)
     sample = frame.sample(n=report.sample_rows, random_state=seed) if report.sampled else frame
     from mlservice.reports.eda_plots import render_eda_plots
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlservice.config import PreprocessingConfig
+
 __all__ = [
     "LEAKAGE_THRESHOLD",
     "ColumnSummary",
@@ -271,7 +273,36 @@ def _determines(x: pd.Series, y: pd.Series) -> float | None:
 # --------------------------------------------------------------------------- warnings
 
 
-def find_warnings(frame: pd.DataFrame, report: EdaReport) -> list[EdaWarning]:
+def _cardinality_warning(
+    name: str, levels: int, preprocessing: PreprocessingConfig | None
+) -> EdaWarning | None:
+    """Many levels: name the encoding training will choose for the column, and the override."""
+    config = (preprocessing or PreprocessingConfig()).categorical
+    choice = config.columns.get(name, config.encode)
+    if choice == "auto":
+        choice = "onehot" if levels <= config.max_onehot_levels else "target"
+    if levels <= _HIGH_CARDINALITY and (choice != "target" or levels <= config.max_onehot_levels):
+        return None
+    if choice == "target":
+        text = (
+            f"`{name}` has {levels:,} categories: training will target-encode it (more than "
+            f"{config.max_onehot_levels} levels; cross-fitted, rare levels shrunk to the mean, "
+            f"unseen levels get the target's mean); set preprocessing.categorical.columns: "
+            f"{{{name}: onehot}} to one-hot it instead"
+        )
+    elif choice == "onehot":
+        text = (
+            f"`{name}` has {levels:,} categories and is set to one-hot: that makes {levels:,} "
+            f"columns; remove it from preprocessing.categorical.columns (auto) to target-encode it"
+        )
+    else:
+        text = f"`{name}` has {levels:,} categories: training will encode it as {choice}"
+    return EdaWarning("high_cardinality", name, text)
+
+
+def find_warnings(
+    frame: pd.DataFrame, report: EdaReport, preprocessing: PreprocessingConfig | None = None
+) -> list[EdaWarning]:
     found: list[EdaWarning] = []
     target, n = report.target, report.n_rows
     by_name = {a.feature: a for a in report.associations}
@@ -311,15 +342,10 @@ def find_warnings(frame: pd.DataFrame, report: EdaReport) -> list[EdaWarning]:
             found.append(
                 EdaWarning("constant", col.name, f"`{col.name}` {what}; add it to data.drop")
             )
-        if col.type == "categorical" and col.n_unique > _HIGH_CARDINALITY and not identifier:
-            found.append(
-                EdaWarning(
-                    "high_cardinality",
-                    col.name,
-                    f"`{col.name}` has {col.n_unique:,} categories: one-hot encoding makes as "
-                    "many columns; group rare levels or use encode: ordinal",
-                )
-            )
+        if col.type == "categorical" and not identifier:
+            warning = _cardinality_warning(col.name, col.n_unique, preprocessing)
+            if warning is not None:
+                found.append(warning)
         if col.n_missing:
             heavy = " — more than half; consider dropping it" * (
                 col.missing_fraction > _HEAVY_MISSING

@@ -32,7 +32,7 @@ HIGHER_IS_BETTER = frozenset({
     "ndcg_at_k", "map_at_k",
 })
 _PLOT_STEMS = ("confusion_matrix", "roc_curve", "pr_curve", "calibration", "feature_importance",
-               "residuals", "predicted_vs_actual")
+               "residuals", "predicted_vs_actual", "explanations")
 #: Every text of the card: key -> (Spanish, English).
 _LABELS: dict[str, tuple[str, str]] = {
     "serving_runtime": ("Runtime de inferencia", "Serving runtime"),
@@ -66,6 +66,21 @@ _LABELS: dict[str, tuple[str, str]] = {
     "no_description": ("Sin descripción.", "No description provided."),
     "source": ("Fuente", "Source"), "sha256": ("Huella SHA-256", "SHA-256 fingerprint"),
     "dvc_md5": ("DVC md5", "DVC md5"), "n_rows": ("Filas", "Rows"),
+    "dvc": ("Versión DVC", "DVC version"),
+    "dvc_tracked": ("✅ coincide con su archivo `.dvc`; md5 {md5}",
+                    "✅ matches its `.dvc` file; md5 {md5}"),
+    "dvc_modified": (
+        "⚠️ modificado desde `dvc add`: el archivo `.dvc` registra el md5 {md5}, que NO es el de "
+        "los datos de entrenamiento (sin versión DVC de estos datos)",
+        "⚠️ modified since `dvc add`: the `.dvc` file records md5 {md5}, which is NOT the md5 of "
+        "the training data (no DVC version of this data)",
+    ),
+    "dvc_untracked": ("sin seguimiento DVC (no hay archivo `.dvc`)",
+                      "not tracked by DVC (no `.dvc` file)"),
+    "csv_read": ("Lectura del CSV", "CSV reading"),
+    "detected": ("detectado", "detected"),
+    "alias": ("{metric} (escrito `{alias}` en la configuración)",
+              "{metric} (written as `{alias}` in the config)"),
     "n_columns": ("Columnas", "Columns"), "train_test": ("Train / test", "Train / test"),
     "split": ("Estrategia de partición", "Split strategy"),
     "target_col": ("Variable objetivo", "Target"),
@@ -78,6 +93,16 @@ _LABELS: dict[str, tuple[str, str]] = {
     "yes": ("sí", "yes"), "no": ("no", "no"), "missing": ("faltante", "missing"),
     "more": ("más", "more"),
     "preprocessing": ("Preprocesamiento", "Preprocessing"),
+    "encodings": ("Codificación de categóricas", "Categorical encoding"),
+    "enc_onehot": ("one-hot", "one-hot"),
+    "enc_target": (
+        "target encoding (media del objetivo con validación cruzada interna; niveles raros "
+        "suavizados hacia la media global, niveles no vistos = media global)",
+        "target encoding (cross-fitted target mean; rare levels shrunk towards the global "
+        "mean, unseen levels = the global mean)",
+    ),
+    "enc_ordinal": ("ordinal", "ordinal"),
+    "levels": ("niveles", "levels"),
     "estimator": ("Estimador", "Estimator"),
     "param": ("Parámetro", "Parameter"), "value": ("Valor", "Value"),
     "no_params": ("Parámetros por defecto.", "Default parameters."),
@@ -136,6 +161,24 @@ _LABELS: dict[str, tuple[str, str]] = {
     "calibration": ("Calibración", "Calibration"),
     "feature_importance": ("Importancia de variables", "Feature importance"),
     "residuals": ("Residuos", "Residuals"),
+    "explanations": (
+        "Contribuciones por predicción (test; cada punto una fila)",
+        "Per-prediction contributions (test part; one dot per row)",
+    ),
+    "explain_title": (
+        "Explicaciones (contribuciones aditivas)", "Explanations (additive contributions)"
+    ),
+    "explain_intro": (
+        "Media de |contribución| por variable en la parte de test, con el mismo cálculo que "
+        "`POST /api/v1/explain` ({method}; salida explicada: {output}): base + suma = salida.",
+        "Mean |contribution| per feature on the test part, computed as `POST /api/v1/explain` "
+        "does ({method}; explained output: {output}): base + sum = output.",
+    ),
+    "explain_none": (
+        "Sin explicaciones por predicción: {reason}.",
+        "No per-prediction explanations: {reason}.",
+    ),
+    "mean_abs": ("media |contribución|", "mean |contribution|"),
     "predicted_vs_actual": ("Predicho vs real", "Predicted vs actual"),
     # time series: the naive last-value baseline
     "naive": ("Comparación con el pronóstico ingenuo", "Comparison with the naive forecast"),
@@ -241,6 +284,7 @@ def _context(meta: dict[str, Any], history: list[dict[str, Any]], lang: str) -> 
         "metric_rows": _metric_rows(metrics, targets, t),
         "gate_line": _gate_line(meta, targets, t),
         "naive": _naive(meta, metrics, t),
+        "explain": _explain(meta, t),
         "plots": [(_plot_title(str(p), lang), str(p)) for p in _list(meta.get("plots"))],
         "limitations": _limitations(meta, metrics, targets, t),
         "bundle_arg": "<bundle>",
@@ -249,6 +293,22 @@ def _context(meta: dict[str, Any], history: list[dict[str, Any]], lang: str) -> 
         "changelog_metric": f"{primary} (test)" if primary else "Test",
         "changelog": [_changelog_row(e, primary, t) for e in entries],
     }
+
+
+def _explain(meta: dict[str, Any], t: dict[str, str]) -> dict[str, Any] | None:
+    """The global summary of the per-prediction contributions (none for older bundles)."""
+    explain = _dict(meta.get("explain"))
+    if not explain:
+        return None
+    if explain.get("unavailable"):
+        return {"intro": t["explain_none"].format(reason=explain["unavailable"]), "rows": []}
+    rows = [
+        (_cell(f"`{item.get('feature')}`"), _value(item.get("mean_abs")), _pct(item.get("share")))
+        for item in _list(explain.get("summary"))
+        if isinstance(item, dict)
+    ]
+    intro = t["explain_intro"].format(method=explain.get("method"), output=explain.get("output"))
+    return {"intro": intro, "rows": rows}
 
 
 def _class_balance(meta: dict[str, Any]) -> list[tuple[str, str]]:
@@ -293,8 +353,10 @@ def _data_facts(meta: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str]
         (t["source"], _code(data.get("source"))),
         (t["sha256"], _code(fingerprint.get("sha256"))),
     ]
-    if fingerprint.get("dvc_md5"):
-        rows.append((t["dvc_md5"], _code(fingerprint["dvc_md5"])))
+    rows += _dvc_rows(str(data.get("source") or ""), fingerprint, t)
+    read = data.get("read")
+    if isinstance(read, dict):
+        rows.append((t["csv_read"], _csv_read(read, t)))
     rows += [
         (t["n_rows"], _cell(_value(data.get("n_rows")))),
         (t["n_columns"], _cell(_value(data.get("n_columns")))),
@@ -303,6 +365,36 @@ def _data_facts(meta: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str]
         (t["target_col"], _code(target.get("name"))),
     ]
     return rows
+
+
+def _dvc_rows(
+    source: str, fingerprint: dict[str, Any], t: dict[str, str]
+) -> list[tuple[str, str]]:
+    state = fingerprint.get("dvc_state")
+    if state is None:  # bundles written before the md5 was checked against the file
+        md5 = fingerprint.get("dvc_md5")
+        return [(t["dvc_md5"], _code(md5))] if md5 else []
+    if state == "tracked":
+        return [(t["dvc"], t["dvc_tracked"].format(md5=_code(fingerprint.get("dvc_md5"))))]
+    if state == "modified":
+        recorded = _code(fingerprint.get("dvc_recorded_md5"))
+        return [(t["dvc"], t["dvc_modified"].format(md5=recorded))]
+    if source.startswith("builtin:"):
+        return []
+    return [(t["dvc"], t["dvc_untracked"])]
+
+
+def _csv_read(read: dict[str, Any], t: dict[str, str]) -> str:
+    detected = {str(k) for k in _list(read.get("detected"))}
+    parts = []
+    for key in ("sep", "decimal", "thousands", "encoding"):
+        value = read.get(key)
+        if value is None:
+            continue
+        shown = "\\t" if value == "\t" else str(value)
+        mark = f" ({t['detected']})" if key in detected else ""
+        parts.append(f"{key} `{shown}`{mark}")
+    return _cell(", ".join(parts)) or _DASH
 
 
 def _feature_row(feature: dict[str, Any], t: dict[str, str]) -> dict[str, str]:
@@ -334,10 +426,29 @@ def _architecture(meta: dict[str, Any], t: dict[str, str]) -> list[tuple[str, st
     used = {str(f.get("type")) for f in _features(meta)}
     kinds = [k for k in prep if k in used] or list(prep)
     rows = [(f"{t['preprocessing']} ({kind})", _steps(prep[kind])) for kind in kinds]
+    encodings = _encodings(meta, t)
+    if encodings:
+        rows.append((t["encodings"], encodings))
     rows.append((t["model_type"], _code(model.get("type"))))
     rows.append((t["estimator"], _code(model.get("estimator"))))
     rows.append((t["serving_runtime"], _runtime(meta, t)))
     return rows
+
+
+def _encodings(meta: dict[str, Any], t: dict[str, str]) -> str:
+    """Each categorical feature's encoding and its number of levels in training."""
+    chosen = _dict(_dict(meta.get("preprocessing")).get("encodings"))
+    parts = []
+    for feature in _features(meta):
+        name = str(feature.get("name"))
+        if name not in chosen:
+            continue
+        cats = feature.get("categories")
+        count = feature.get("n_categories") or (len(cats) if isinstance(cats, list) else None)
+        levels = f" ({count} {t['levels']})" if count else ""
+        label = t.get(f"enc_{chosen[name]}", str(chosen[name]))
+        parts.append(f"`{name}`{levels}: {label}")
+    return _cell("; ".join(parts))
 
 
 def _runtime(meta: dict[str, Any], t: dict[str, str]) -> str:
@@ -375,9 +486,11 @@ def _metric_rows(
             if target is None or target.get("met") is None
             else ("✅" if target.get("met") else "❌")
         )
+        alias = (target or {}).get("alias")
+        label = t["alias"].format(metric=name, alias=alias) if alias else name
         rows.append(
             {
-                "metric": _cell(name),
+                "metric": _cell(label),
                 "train": _metric(name, train.get(name)),
                 "test": _metric(name, test_value),
                 "cv": (

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn import metrics as skm
 from sklearn.base import clone
 from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, TimeSeriesSplit
@@ -25,6 +27,7 @@ __all__ = [
     "make_cv",
     "naive_metrics",
     "predict_outputs",
+    "read_labelled_file",
 ]
 
 HIGHER_IS_BETTER = frozenset(
@@ -122,7 +125,7 @@ def compute_metrics(
     groups: Any = None,
     k: int = 10,
 ) -> dict[str, float | None]:
-    """The SPEC §4 metrics of one task; values that cannot be computed are None.
+    """The metrics of one task; values that cannot be computed are None.
 
     ``reference`` (time_series): the value at each row's forecast origin, ``y[t - horizon]``; the
     direction of a change is measured from it. ``groups``/``k`` (ranking): query id per row
@@ -252,16 +255,43 @@ def evaluate_gate(targets: list[Target], test_metrics: dict[str, float | None]) 
     rows = []
     for target in targets:
         observed = test_metrics.get(target.metric)
-        rows.append({**target.model_dump(), "observed": observed, "met": target.is_met(observed)})
+        row = target.model_dump(exclude_none=True)  # "alias" only when the config used one
+        rows.append({**row, "observed": observed, "met": target.is_met(observed)})
     return GateResult(passed=all(r["met"] for r in rows), rows=rows)
 
 
-def evaluate_bundle(bundle_path: Any, data_path: Any) -> dict[str, Any]:
-    """Metrics of a saved bundle on new labelled data, gated by the bundle's own targets."""
-    from pathlib import Path
+def read_labelled_file(
+    path: Path, meta: dict[str, Any], read: dict[str, Any] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Read a CSV/Parquet file the way the bundle's training file was read; also read notes.
 
-    import pandas as pd
+    CSV options come from the bundle (``data.read``): the ones the config set are reused, the
+    detected ones detected again; ``read`` (command line ``--sep`` ...) overrides both.
+    """
+    from mlservice.data.reading import read_csv, resolve_for_new_file
+    from mlservice.errors import DataError
 
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} not found")
+    if path.suffix.lower() == ".csv":
+        trained = (meta.get("data") or {}).get("read")
+        options = resolve_for_new_file(path, trained, read)
+        return read_csv(path, options, audience="cli"), options.notes
+    if read:
+        raise DataError(f"--sep/--decimal/--encoding apply to CSV files, not {str(path)!r}")
+    try:
+        return pd.read_parquet(path), []
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+
+
+def evaluate_bundle(
+    bundle_path: Any, data_path: Any, *, read: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Metrics of a saved bundle on new labelled data, gated by the bundle's own targets.
+
+    ``read``: CSV reader options (sep, decimal, thousands, encoding) over the bundle's own.
+    """
     from mlservice.bundle import load_bundle
     from mlservice.config import parse_target
     from mlservice.errors import DataError
@@ -269,12 +299,7 @@ def evaluate_bundle(bundle_path: Any, data_path: Any) -> dict[str, Any]:
     bundle = load_bundle(bundle_path)
     meta = bundle.metadata
     path = Path(data_path)
-    if not path.is_file():
-        raise DataError(f"data file {str(path)!r} not found")
-    try:
-        frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+    frame, notes = read_labelled_file(path, meta, read)
     target = meta["target"]["name"]
     features = meta["feature_names"]
     task = meta["task"]
@@ -312,7 +337,10 @@ def evaluate_bundle(bundle_path: Any, data_path: Any) -> dict[str, Any]:
         y = pd.to_numeric(frame[target], errors="coerce").to_numpy(dtype=float)
     y_pred, proba = predict_outputs(bundle.pipeline, X, task)
     test = compute_metrics(task, y, y_pred, proba, n_classes=len(classes or []), **extra)
-    targets = [parse_target(row["metric"], row["text"]) for row in meta.get("targets", [])]
+    targets = [
+        parse_target(row.get("alias") or row["metric"], row["text"])
+        for row in meta.get("targets", [])
+    ]
     gate = evaluate_gate(targets, test)
     if task == "time_series":
         test.update(naive_metrics(y, extra["reference"]))
@@ -322,4 +350,5 @@ def evaluate_bundle(bundle_path: Any, data_path: Any) -> dict[str, Any]:
         "targets": gate.rows,
         "gate": gate.to_dict(),
         "n_rows": len(X),
+        "notes": notes,
     }

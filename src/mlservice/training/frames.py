@@ -7,11 +7,13 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from mlservice.config import Config
+from mlservice.categories import canonical_series
+from mlservice.config import Config, PreprocessingConfig
 from mlservice.data import infer_column_types
 from mlservice.errors import DataError
+from mlservice.pipelines import choose_encodings
 
-__all__ = ["coerce_features", "feature_columns"]
+__all__ = ["categorical_encodings", "coerce_features", "feature_columns"]
 
 
 def feature_columns(frame: pd.DataFrame, config: Config) -> list[str]:
@@ -45,6 +47,25 @@ def coerce_features(
                     f"column {name!r} is declared numeric but holds {X[name][bad].iloc[0]!r}"
                 )
             X[name] = converted
-        elif kind in ("categorical", "text"):
+        elif kind in ("categorical", "boolean"):
+            # One string per category whatever the reader made of it (123, 123.0, "123"):
+            # serving canonicalizes what it is sent the same way (mlservice.categories).
+            X[name] = canonical_series(X[name])
+        elif kind == "text":
             X[name] = X[name].astype("object").where(X[name].notna(), np.nan)
     return X, types
+
+
+def categorical_encodings(
+    X_train: pd.DataFrame,  # noqa: N803
+    types: Mapping[str, str],
+    preprocessing: PreprocessingConfig,
+) -> dict[str, str]:
+    """The encoding of each categorical and boolean feature, from its levels in ``X_train``
+    (the training part only: the choice must not see the test rows)."""
+    levels = {
+        name: int(X_train[name].nunique())
+        for name, kind in types.items()
+        if kind in ("categorical", "boolean")
+    }
+    return choose_encodings(levels, preprocessing)

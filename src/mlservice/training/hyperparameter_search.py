@@ -52,6 +52,7 @@ from mlservice.models import build_estimator, check_params, get_spec
 from mlservice.pipelines import build_pipeline
 from mlservice.pipelines.timeseries import DeltaRegressor
 from mlservice.training.evaluate import HIGHER_IS_BETTER, compute_metrics, make_cv, predict_outputs
+from mlservice.training.frames import categorical_encodings
 from mlservice.training.ranking import ranking_fit_params
 from mlservice.training.timeseries import time_folds
 from mlservice.training.train import _prepare_ranking, _prepare_tabular, _prepare_time_series
@@ -247,7 +248,11 @@ class _Setup:
         merged = {**cfg.model.params, **params}
         estimator = build_estimator(cfg.model_type, cfg.task, merged, seed=cfg.split.seed)
         pipeline = build_pipeline(
-            types=self.types, preprocessing=cfg.preprocessing, estimator=estimator
+            types=self.types,
+            preprocessing=cfg.preprocessing,
+            estimator=estimator,
+            encodings=categorical_encodings(self.X, self.types, cfg.preprocessing),
+            seed=cfg.split.seed,
         )
         return DeltaRegressor(pipeline) if cfg.task == "time_series" else pipeline
 

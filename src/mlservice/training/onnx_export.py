@@ -42,6 +42,10 @@ from mlservice.inference.onnx_runtime import (
     OnnxInput,
     OnnxModel,
 )
+from mlservice.training.onnx_target_encoder import (
+    register_float32_values,
+    register_target_encoder,
+)
 
 __all__ = [
     "ML_OPSET",
@@ -129,6 +133,8 @@ def register_converters(estimator: Any) -> None:
 
     for model in (HistGradientBoostingClassifier, HistGradientBoostingRegressor):
         _fix_registered(sklearn_operator_name_map[model])
+    register_target_encoder()
+    register_float32_values()
     module = type(estimator).__module__.split(".")[0]
     if module not in ("lightgbm", "xgboost"):
         return
@@ -167,7 +173,14 @@ def register_converters(estimator: Any) -> None:
 
 # ------------------------------------------------------------------ pipeline preparation
 def _feature_kinds(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
-    specs = {str(s["name"]): str(s.get("type", "numeric")) for s in metadata.get("features") or []}
+    """Each feature's kind as the graph takes it: a boolean of a canonical bundle is a
+    category ("True"/"False" strings, like every categorical value)."""
+    specs = {}
+    for spec in metadata.get("features") or []:
+        kind = str(spec.get("type", "numeric"))
+        if kind == "boolean" and spec.get("canonical"):
+            kind = "categorical"
+        specs[str(spec["name"])] = kind
     names = [str(n) for n in metadata.get("feature_names") or specs]
     return [(name, specs.get(name, "numeric")) for name in names]
 

@@ -33,6 +33,25 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
+def _lineage_tags(data: dict[str, Any]) -> dict[str, str]:
+    """DVC state of the training data and how its CSV was read, as ``mlservice.*`` tags.
+
+    ``data_dvc_md5`` holds the md5 only when the file matches its ``.dvc`` record; a file
+    changed since ``dvc add`` is tagged ``mlservice.dvc_state=modified`` with the stale md5 in
+    ``mlservice.dvc_recorded_md5``.
+    """
+    fingerprint = data.get("fingerprint") or {}
+    tags = {
+        "mlservice.dvc_state": str(fingerprint.get("dvc_state") or "untracked"),
+        "mlservice.dvc_recorded_md5": str(fingerprint.get("dvc_recorded_md5") or ""),
+    }
+    read = data.get("read")
+    if isinstance(read, dict):
+        for key in ("sep", "decimal", "encoding"):
+            tags[f"mlservice.csv_{key}"] = str(read.get(key))
+    return tags
+
+
 def prepare_tracking(config: Config) -> str:
     """Set the tracking URI and fail fast (seconds) when a tracking server cannot be reached."""
     import mlflow
@@ -127,6 +146,7 @@ def log_training_run(
                     "bundle_id": metadata["bundle_id"],
                     "gate_passed": str(metadata["gate"]["passed"]).lower(),
                     "task": config.task,
+                    **_lineage_tags(metadata["data"]),
                 }
             )
             with warnings.catch_warnings():

@@ -1,4 +1,4 @@
-"""The training cycle (SPEC §4): load, split, one Pipeline, CV, metrics, gate, bundle, MLflow."""
+"""The training cycle: load, split, one Pipeline, CV, metrics, gate, bundle, MLflow."""
 
 from __future__ import annotations
 
@@ -16,11 +16,18 @@ from sklearn.inspection import permutation_importance
 
 import mlservice.models.ranking  # noqa: F401  (registers the pointwise ranking baselines)
 from mlservice.bundle import find_bundles, promote_latest, save_bundle, update_bundle_files
+from mlservice.categories import CANONICAL
 from mlservice.config import Config, config_hash
 from mlservice.data import build_feature_specs, load_dataset, split_indices
+from mlservice.data.reading import numeric_text_hint
 from mlservice.errors import DataError, TrackingError
 from mlservice.models import build_estimator, get_spec
-from mlservice.pipelines import build_pipeline
+from mlservice.monitoring.profile import (
+    ReferenceProfile,
+    build_reference_profile,
+    save_reference_profile,
+)
+from mlservice.pipelines import build_pipeline, effective_preprocessing
 from mlservice.pipelines.timeseries import DeltaRegressor
 from mlservice.training.evaluate import (
     GateResult,
@@ -30,7 +37,7 @@ from mlservice.training.evaluate import (
     naive_metrics,
     predict_outputs,
 )
-from mlservice.training.frames import coerce_features, feature_columns
+from mlservice.training.frames import categorical_encodings, coerce_features, feature_columns
 from mlservice.training.ranking import (
     check_relevance,
     ranking_approach,
@@ -120,7 +127,27 @@ def prepare_frame(
         frame = frame.loc[~missing_target]
     frame = frame.reset_index(drop=True)
     X, types = coerce_features(frame[features], data.column_types)  # noqa: N806
-    return X, frame[data.target], types, notes
+    target = frame[data.target]
+    if config.task in ("classification", "ranking"):
+        target = _whole_numbers_as_int(target, notes)
+    return X, target, types, notes
+
+
+#: Test rows explained for the card's summary (TreeSHAP costs ~0.2-0.5 ms per row).
+_EXPLAIN_ROWS = 2_000
+
+
+def _whole_numbers_as_int(target: pd.Series, notes: list[str]) -> pd.Series:
+    """A 0/1 label column with gaps is read as float (0.0/1.0); once the gaps are dropped, the
+    labels are the integers the user's data has, not ``"1.0"`` (a CSV cannot tell 1 from 1.0
+    apart, so whole-number float labels are always integers)."""
+    if not pd.api.types.is_float_dtype(target) or target.empty:
+        return target
+    values = target.to_numpy(dtype="float64")
+    if not (np.isfinite(values).all() and (values == np.round(values)).all()):
+        return target
+    notes.append("the target holds whole numbers only: its labels are kept as integers")
+    return target.astype("int64")
 
 
 @dataclass
@@ -150,7 +177,7 @@ def _prepare_tabular(frame: pd.DataFrame, config: Config) -> _TaskData:
     X, y_raw, types, notes = prepare_frame(frame, config)  # noqa: N806
     if missing.any():
         notes.insert(0, f"dropped {int(missing.sum())} rows with a missing target")
-    y, classes = _encode_target(y_raw, config.task)
+    y, classes = _encode_target(y_raw, config.task, _csv_read_options(config))
     data = config.data
     train_idx, test_idx = split_indices(
         len(X),
@@ -245,7 +272,16 @@ def _prepare_ranking(frame: pd.DataFrame, config: Config) -> _TaskData:
     return data
 
 
-def _encode_target(y: pd.Series, task: str) -> tuple[np.ndarray, list[Any] | None]:
+def _csv_read_options(config: Config) -> dict[str, Any] | None:
+    """The configured CSV reader options (None for Parquet and builtin sources)."""
+    if Path(config.data.source).suffix.lower() != ".csv":
+        return None
+    return config.data.read.model_dump() if config.data.read else {}
+
+
+def _encode_target(
+    y: pd.Series, task: str, read: dict[str, Any] | None = None
+) -> tuple[np.ndarray, list[Any] | None]:
     if task == "classification":
         classes = sorted(y.unique().tolist(), key=lambda v: (str(type(v)), v))
         if len(classes) < 2:
@@ -254,7 +290,12 @@ def _encode_target(y: pd.Series, task: str) -> tuple[np.ndarray, list[Any] | Non
         return codes, [c.item() if isinstance(c, np.generic) else c for c in classes]
     values = pd.to_numeric(y, errors="coerce")
     if values.isna().any():
-        raise DataError(f"target {y.name!r} must be numeric for task {task!r}")
+        bad = y[values.isna()].iloc[0]
+        hint = numeric_text_hint(y, read) if read is not None else None
+        raise DataError(
+            f"target {y.name!r} must be numeric for task {task!r}, got {bad!r}"
+            + (f"; {hint}" if hint else "")
+        )
     return values.to_numpy(dtype=float), None
 
 
@@ -289,6 +330,66 @@ def _importance(
     return sorted(items, key=lambda item: item["importance"], reverse=True)
 
 
+@dataclass
+class _Explanations:
+    """The explainer of the fitted pipeline (``POST /api/v1/explain``), for the bundle."""
+
+    meta: dict[str, Any]
+    contributions: Any = None
+
+    def plot(self, X_test: pd.DataFrame, plots_dir: Path) -> list[str]:  # noqa: N803
+        """The card's beeswarm plot, when the model could be explained."""
+        if self.contributions is None:
+            return []
+        from mlservice.reports.explain_plots import beeswarm_plot
+
+        beeswarm_plot(self.contributions, X_test, plots_dir / "explanations.png")
+        return ["plots/explanations.png"]
+
+
+def _explanations(
+    fitted: Any,
+    X_train: pd.DataFrame,  # noqa: N803
+    X_test: pd.DataFrame,  # noqa: N803
+    *,
+    task: str,
+    classes: list[Any] | None,
+) -> _Explanations:
+    """Build the explainer the API will build at load (linear models: it stores the training
+    mean) and summarise it on the test part; a model that cannot be explained says why."""
+    from mlservice.inference.explain import ExplanationUnavailable, build_explainer
+    from mlservice.reports.explain_plots import global_summary
+
+    if task not in ("classification", "regression"):
+        return _Explanations({"unavailable": f"{task} models are not explained"})
+    try:
+        explainer = build_explainer(fitted, X_train, class_labels=classes)
+        contributions = explainer.explain_batch(X_test.iloc[:_EXPLAIN_ROWS])
+    except ExplanationUnavailable as exc:
+        return _Explanations({"unavailable": exc.reason})
+    meta = {
+        "method": explainer.method,
+        "output": explainer.output,
+        "state": explainer.state(),
+        "summary": global_summary(contributions),
+    }
+    return _Explanations(meta, contributions)
+
+
+def _reference_profile(
+    config: Config,
+    X_train: pd.DataFrame,  # noqa: N803
+    types: dict[str, str],
+    **outputs: Any,
+) -> ReferenceProfile | None:
+    """What served traffic is compared with (``mlservice.monitoring``): the training part's
+    features and the test part's predictions. Time series and ranking models are not
+    monitored (their rows are lag features and query groups)."""
+    if not config.monitoring.enabled or config.task not in ("classification", "regression"):
+        return None
+    return build_reference_profile(X_train, types, task=config.task, **outputs)
+
+
 def train(
     config: Config, *, base_dir: Path | None = None, progress: Progress | None = None
 ) -> TrainResult:
@@ -308,6 +409,7 @@ def train(
     )
     data = prepare(frame, config)
     X, y, classes, types, notes = data.X, data.y, data.classes, data.types, data.notes  # noqa: N806
+    notes[:0] = dataset.notes  # how the file was read (detected separator, encoding fallback)
     n_classes = len(classes) if classes else 0
     train_idx, test_idx = data.train_idx, data.test_idx
     X_train, X_test = X.iloc[train_idx], X.iloc[test_idx]  # noqa: N806
@@ -315,8 +417,21 @@ def train(
     specs = build_feature_specs(X_train, types)
     k = config.ranking.k
 
+    encodings = categorical_encodings(X_train, types, config.preprocessing)
+    for feature in specs:
+        if feature.type in ("categorical", "boolean"):
+            feature.extra["canonical"] = True  # sent numbers mean the category of their digits
+            feature.extra["encoding"] = encodings[feature.name]
+            if encodings[feature.name] == "target":  # unseen levels get the target's mean
+                feature.extra["open"] = True
     estimator = build_estimator(config.model_type, task, config.model.params, seed=seed)
-    pipeline = build_pipeline(types=types, preprocessing=config.preprocessing, estimator=estimator)
+    pipeline = build_pipeline(
+        types=types,
+        preprocessing=config.preprocessing,
+        estimator=estimator,
+        encodings=encodings,
+        seed=seed,
+    )
     # A time series model predicts the change from the last known value (see DeltaRegressor).
     model: Any = DeltaRegressor(pipeline) if task == "time_series" else pipeline
     queries = data.queries if task == "ranking" else None
@@ -432,7 +547,12 @@ def train(
             },
             "config_params": config.model.params,
         },
-        "preprocessing": config.preprocessing.model_dump(mode="json"),
+        "monitoring": config.monitoring.model_dump(mode="json"),
+        "preprocessing": {
+            **effective_preprocessing(config.preprocessing, final).model_dump(mode="json"),
+            "categories": CANONICAL,
+            "encodings": encodings,
+        },
         "split": {
             **config.split.model_dump(mode="json"),
             "n_train": len(train_idx),
@@ -442,6 +562,7 @@ def train(
         "data": {
             "source": config.data.source,
             "fingerprint": dataset.fingerprint,
+            "read": dataset.read,
             "n_rows": len(frame),
             "n_columns": frame.shape[1],
             "class_balance": balance,
@@ -467,9 +588,20 @@ def train(
     )
     history = find_bundles(output_dir, name=config.name)
 
+    explanations = _explanations(fitted, X_train, X_test, task=task, classes=classes)
+    metadata["explain"] = explanations.meta
+
+    profile = _reference_profile(
+        config, X_train, types, test_pred=test_pred, y_test=y_test, test_proba=test_proba,
+        classes=classes,
+    )
+
     def write_extras(tmp: Path, meta: dict[str, Any]) -> None:
         from mlservice.reports import render_plots, write_model_card
         from mlservice.training.onnx_export import export_onnx
+
+        if profile is not None:  # hashed with the other files by save_bundle
+            save_reference_profile(profile, tmp)
 
         progress.stage("ONNX export")
         # Never raises: a pipeline that does not convert or verify is served by scikit-learn.
@@ -477,7 +609,7 @@ def train(
         progress.stage("plots and model card")
         plots_dir = tmp / "plots"
         plots_dir.mkdir()
-        meta["plots"] = render_plots(
+        plots = render_plots(
             task=task,
             y_true=y_test,
             y_pred=test_pred,
@@ -486,6 +618,7 @@ def train(
             importance=importance,
             out_dir=plots_dir,
         )
+        meta["plots"] = [*plots, *explanations.plot(X_test.iloc[:_EXPLAIN_ROWS], plots_dir)]
         write_model_card(tmp, meta, history=history)
 
     progress.stage("saving the bundle")

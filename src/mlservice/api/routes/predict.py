@@ -35,6 +35,7 @@ from fastapi.responses import Response
 from mlservice.api.deps import get_model_state, get_predictor
 from mlservice.api.errors import ERROR_RESPONSES, request_id_of
 from mlservice.api.metrics import ApiMetrics
+from mlservice.api.monitoring import record_rows
 from mlservice.api.routes._offload import call_model
 from mlservice.api.schemas import (
     BatchPredictResponse,
@@ -50,6 +51,7 @@ __all__ = [
     "MODEL_HEADER",
     "MODEL_HEADER_NAME",
     "JsonBytesResponse",
+    "ServingDep",
     "build_predict_router",
     "run_prediction",
     "runs_inline",
@@ -97,6 +99,9 @@ async def run_prediction(
     metrics.count_predictions(
         (r["prediction"] for r in results), classification=predictor.is_classifier
     )
+    state = request.app.state.model
+    if state.window is not None:
+        record_rows(state.window, predictor, rows, results)
     return results
 
 
