@@ -1,6 +1,6 @@
 """Tests of mlservice.bundle: atomic save, verified and allowlisted load, latest link, listing.
 
-Security items of RELIABILITY.md: 20 (malicious pickle), 21 (manifest hashes before
+Security items of docs/reliability.md: 20 (malicious pickle), 21 (manifest hashes before
 deserialization), 22 (skops type allowlist), 23 (path safety), 27 (atomic save).
 """
 

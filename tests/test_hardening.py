@@ -383,3 +383,22 @@ def test_answers_name_the_bundle(onnx_bundle: Path, tmp_path: Path, fast_path: b
         seen[bundle.name] = single.headers["x-model-bundle"]
     assert seen == {onnx_bundle.name: onnx_bundle.name, twin.name: twin.name}
     assert Predictor.from_path(twin).bundle_id == twin.name
+
+
+def test_3_readiness_audit_of_our_bundles_needs_no_skops_import(onnx_bundle: Path) -> None:
+    """The audit reads the schema itself for the types our training writes: importing skops
+    (every scikit-learn estimator, torch where installed) cost seconds of every start."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from fastapi.testclient import TestClient; "
+        "from mlservice.api.main import create_app\n"
+        "with TestClient(create_app(Path(sys.argv[1]))) as client:\n"
+        "    status = client.get('/health/ready').status_code\n"
+        "print(status, 'skops.io' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(onnx_bundle)], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == ["200", "False"], done.stderr[-2000:]

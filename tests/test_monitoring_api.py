@@ -183,3 +183,17 @@ def test_drift_report_renders_in_chromium(bundle: Path, tmp_path: Path) -> None:
     artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     shutil.copy(shot, artifacts / "drift-report.png")
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path-on", "fast-path-off"])
+def test_large_batches_feed_a_sample(bundle: Path, fast_path: bool) -> None:
+    from mlservice.api.monitoring import SAMPLE_ROWS
+
+    settings = ApiSettings(bundle_path=bundle, fast_path=fast_path, monitoring_min_rows=100)
+    rows = _instances(_healthy(seed=23, rows=1000))
+    with TestClient(create_app(bundle, settings)) as client:
+        for _ in range(4):
+            assert client.post("/api/v1/predict/batch", json={"instances": rows}).status_code == 200
+        report = client.get("/api/v1/monitoring").json()
+    assert report["window"]["rows"] == 4 * SAMPLE_ROWS
+    assert report["window"]["judged"] is True and report["drift"] is False

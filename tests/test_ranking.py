@@ -81,7 +81,7 @@ def _modechoice_config(tmp: Path, csv: Path, **overrides: Any) -> Any:
         "data": {"source": str(csv), "target": "choice", "group_column": "individual"},
         "model": {"type": "lightgbm", "params": {"n_estimators": 60, "min_child_samples": 5}},
         "ranking": {"k": 3},
-        "targets": None,  # the SPEC defaults: ndcg_at_k >= 0.7, map_at_k >= 0.5
+        "targets": None,  # the task defaults: ndcg_at_k >= 0.7, map_at_k >= 0.5
     }
     settings.update(overrides)
     return make_config(tmp, **settings)

@@ -1,4 +1,4 @@
-"""Training faults (RELIABILITY.md items 16, 26, 27, 30): the previous bundle survives them all.
+"""Training faults (docs/reliability.md items 16, 26, 27, 30): the previous bundle survives.
 
 Each test starts from an output directory holding a good bundle that ``model_latest`` points at,
 and raw data in a directory mounted read-only (a read-only bind mount: ``chmod`` alone does not

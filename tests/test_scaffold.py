@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "penguins"
 MLSERVICE = Path(sys.executable).parent / "mlservice"
 NOTEBOOKS = ("01_eda", "02_feature_engineering", "03_model_experiments")
-#: SPEC §7, as a user reads it.
-SPEC_LAYOUT = (
+#: The standard project layout, as a user reads it in the README.
+PROJECT_LAYOUT = (
     "src",
     "configs/model_config.yaml",
     "data/raw",
@@ -77,7 +77,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_init_creates_the_spec_layout(project: Path) -> None:
-    missing = [rel for rel in SPEC_LAYOUT if not (project / rel).exists()]
+    missing = [rel for rel in PROJECT_LAYOUT if not (project / rel).exists()]
     assert missing == []
     assert (project / "src/penguin_service/__init__.py").is_file()
     assert (project / "tests/test_model.py").is_file()

@@ -88,7 +88,7 @@ def _co2_config(tmp: Path, csv: Path, **overrides: Any) -> Any:
         "data": {"source": str(csv), "target": "co2", "time_column": "month"},
         "model": {"type": "hist_gradient_boosting", "params": {"n_estimators": 60}},
         "time_series": {"lags": [1, 2, 3, 12], "rolling": [3], "horizon": 1},
-        "targets": None,  # the SPEC defaults: mape < 10%, directional_accuracy >= 60%
+        "targets": None,  # the task defaults: mape < 10%, directional_accuracy >= 60%
     }
     settings.update(overrides)
     return make_config(tmp, **settings)

@@ -342,12 +342,68 @@ def _version_warnings_as_errors() -> Iterator[None]:
         yield
 
 
-def _audit_skops(path: Path, model_path: Path) -> list[str]:
-    """The skops file's types, refused unless all are on the allowlist; nothing constructed."""
-    import skops.io as sio
+#: Loaders of skops schema nodes that only rebuild data (no code named by the file runs).
+_DATA_LOADERS = frozenset({
+    "DictNode", "ListNode", "TupleNode", "SliceNode", "JsonNode", "DTypeNode", "NdArrayNode",
+    "SparseMatrixNode", "RandomGeneratorNode", "RandomStateNode",
+})
+#: Classes our training puts in a pipeline (skops trusts them by default as estimators).
+_PIPELINE_TYPES = frozenset({
+    "sklearn.pipeline.Pipeline",
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.impute._base.SimpleImputer",
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._encoders.OrdinalEncoder",
+    "sklearn.preprocessing._target_encoder.TargetEncoder",
+    "sklearn.preprocessing._label.LabelEncoder",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._data.MinMaxScaler",
+    "sklearn.preprocessing._data.RobustScaler",
+    "sklearn.feature_extraction.text.TfidfVectorizer",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.linear_model._ridge.Ridge",
+    "sklearn.linear_model._ridge.RidgeClassifier",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.RandomForestRegressor",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+})
+_SCALARS = frozenset({"dict", "list", "tuple", "str", "int", "float", "bool", "NoneType",
+                      "slice", "bytes"})  # fmt: skip
 
-    # A skops file is a zip with a schema.json; anything else (e.g. a pickle) stops here,
-    # before any deserializer sees it.
+
+def _known_node(node: dict[str, Any]) -> bool:
+    """Whether one schema node is a type our training writes, rebuilt without running code."""
+    module, name = str(node.get("__module__")), str(node.get("__class__"))
+    loader, full = node.get("__loader__"), f"{module}.{name}"
+    if module == "builtins":
+        return name in _SCALARS and loader in (_DATA_LOADERS | {"TypeNode"})
+    if module.split(".")[0] == "numpy":
+        return loader in (_DATA_LOADERS | {"TypeNode"})
+    if loader not in ("ObjectNode", "LossNode"):
+        return False
+    return full in _PIPELINE_TYPES or full in TRUSTED_TYPES or module.startswith("sklearn._loss.")
+
+
+def _only_known_types(schema: Any) -> bool:
+    """Every node of a skops schema is ``_known_node`` (an iterative walk: no recursion limit)."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__class__" in node and not _known_node(node):
+                return False
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return True
+
+
+def _skops_schema(path: Path, model_path: Path) -> Any:
+    """The schema of a skops archive; anything else (e.g. a pickle) stops here, before any
+    deserializer sees it."""
     if not zipfile.is_zipfile(model_path):
         raise BundleError(
             f"bundle {str(path)!r}: {MODEL_FILE!r} is not a skops archive; refusing to load it"
@@ -355,6 +411,19 @@ def _audit_skops(path: Path, model_path: Path) -> list[str]:
     with zipfile.ZipFile(model_path) as archive:
         if "schema.json" not in archive.namelist():
             raise BundleError(f"bundle {str(path)!r}: {MODEL_FILE!r} has no skops schema")
+        try:
+            return json.loads(archive.read("schema.json"))
+        except (ValueError, RecursionError) as exc:
+            raise BundleError(
+                f"bundle {str(path)!r}: {MODEL_FILE!r} cannot be read: its skops schema is not "
+                "valid JSON"
+            ) from exc
+
+
+def _untrusted_types(path: Path, model_path: Path) -> list[str]:
+    """skops's own audit: the types it does not trust, refused unless we allow them."""
+    import skops.io as sio
+
     try:
         untrusted = sio.get_untrusted_types(file=model_path)
     except Exception as exc:
@@ -368,10 +437,23 @@ def _audit_skops(path: Path, model_path: Path) -> list[str]:
     return list(untrusted)
 
 
+def _audit_skops(path: Path, model_path: Path) -> None:
+    """The checks made before deserializing, without deserializing; nothing constructed."""
+    schema = _skops_schema(path, model_path)
+    if _only_known_types(schema):
+        # Written by hand because ``skops.io`` itself costs seconds to import (it imports every
+        # scikit-learn estimator, and torch where installed, to build its trusted list): the
+        # schema holds only data nodes and the classes our training writes, which skops trusts
+        # by default or we allow (TRUSTED_TYPES). Anything else takes skops's own audit.
+        return
+    _untrusted_types(path, model_path)
+
+
 def _load_skops(path: Path, model_path: Path) -> Any:
     import skops.io as sio
 
-    untrusted = _audit_skops(path, model_path)
+    _skops_schema(path, model_path)
+    untrusted = _untrusted_types(path, model_path)
     try:
         with _version_warnings_as_errors():
             return sio.load(model_path, trusted=list(untrusted))

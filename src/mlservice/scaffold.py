@@ -1,4 +1,4 @@
-"""``mlservice init``: scaffold an ML service project with the standard layout (SPEC §7).
+"""``mlservice init``: scaffold an ML service project with the standard layout (see README.md).
 
 Templates live in ``mlservice/scaffold_templates/`` (``*.tmpl``, ``{{ key }}`` placeholders);
 notebooks are kept there as percent-format scripts (``# %%`` cells) and written as ``.ipynb``.

@@ -1,4 +1,4 @@
-"""The HTTP API (SPEC §5): ``create_app`` builds it for one bundle; ``run_server`` serves it."""
+"""The HTTP API: ``create_app`` builds it for one bundle; ``run_server`` serves it."""
 
 from mlservice.api.main import create_app
 from mlservice.api.server import run_server

@@ -1,4 +1,4 @@
-"""``create_app``: the FastAPI app serving one bundle (SPEC §5).
+"""``create_app``: the FastAPI app serving one bundle.
 
 The bundle's ``metadata.json`` is read cheaply when the app is built, to generate the typed
 request schema; the model itself is loaded and verified in the lifespan handler. A missing,

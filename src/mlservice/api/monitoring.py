@@ -14,7 +14,9 @@ answer goes out as computed.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from mlservice.monitoring.window import DriftWindow
 
 __all__ = [
+    "FLUSH_ROWS",
+    "SAMPLE_ROWS",
+    "BufferedWindow",
     "DriftCollector",
     "build_window",
     "feature_of_error",
@@ -39,10 +44,78 @@ __all__ = [
 ]
 
 log = logging.getLogger("mlservice.api.monitoring")
+#: Served rows buffered before they enter the drift window together.
+FLUSH_ROWS = 64
+#: Most rows of one ONNX call fed to the drift window (a uniform sample beyond).
+SAMPLE_ROWS = 128
+_RNG = np.random.default_rng()
 _failed: set[int] = set()
 
 
-def build_window(predictor: Predictor, settings: ApiSettings) -> DriftWindow | None:
+class BufferedWindow:
+    """A ``DriftWindow`` fed in blocks: served rows wait in a small buffer and enter the window
+    ``FLUSH_ROWS`` at a time (and before every report).
+
+    A window update has a fixed cost of ~30 µs (numpy calls per column) whatever its size; one
+    per one-row request cost ~12 % of the single-row throughput. Buffered, a request pays a
+    list append, and the fixed cost is shared by ``FLUSH_ROWS`` rows.
+    """
+
+    def __init__(self, window: DriftWindow) -> None:
+        self.window = window
+        self.profile = window.profile
+        self._lock = threading.Lock()
+        self._columns: list[Mapping[str, Any]] = []
+        self._predictions: list[Any] = []
+        self._confidence: list[Any] = []
+        self._rows = 0
+
+    def update(self, columns: Mapping[str, Any], predictions: list[Any], confidence: Any) -> None:
+        with self._lock:
+            self._columns.append(columns)
+            self._predictions.extend(predictions)
+            self._confidence.append(confidence)
+            self._rows += len(predictions)
+            if self._rows < FLUSH_ROWS:
+                return
+            pending = self._take()
+        self._feed(*pending)
+
+    def _take(self) -> tuple[list[Mapping[str, Any]], list[Any], list[Any]]:
+        pending = (self._columns, self._predictions, self._confidence)
+        self._columns, self._predictions, self._confidence, self._rows = [], [], [], 0
+        return pending
+
+    def _feed(
+        self, columns: list[Mapping[str, Any]], predictions: list[Any], conf: list[Any]
+    ) -> None:
+        if not predictions:
+            return
+        names = set(columns[0]).intersection(*columns[1:])  # the route skips unmonitored kinds
+        joined = {name: _window_values(np.concatenate([c[name] for c in columns]))
+                  for name in names}  # fmt: skip
+        confidence = None if conf[0] is None else np.concatenate(conf)
+        self.window.update(joined, predictions, confidence)
+
+    def flush(self) -> None:
+        with self._lock:
+            pending = self._take()
+        self._feed(*pending)
+
+    def record_rejected(self, feature: str, count: int = 1) -> None:
+        self.window.record_rejected(feature, count)
+
+    def report(self, *, detail: bool = False) -> dict[str, Any]:
+        self.flush()
+        report: dict[str, Any] = self.window.report(detail=detail)
+        return report
+
+    def prometheus_values(self) -> list[tuple[str, float, bool]]:
+        self.flush()
+        return list(self.window.prometheus_values())
+
+
+def build_window(predictor: Predictor, settings: ApiSettings) -> BufferedWindow | None:
     """The drift window of a freshly loaded model: the bundle's ``monitoring`` settings (from
     its config), overridden by the server's; ``None`` when monitoring is off."""
     from mlservice.monitoring.window import (
@@ -59,54 +132,72 @@ def build_window(predictor: Predictor, settings: ApiSettings) -> DriftWindow | N
     size = settings.monitoring_window or int(bundle.get("window") or DEFAULT_SIZE)
     min_rows = settings.monitoring_min_rows or int(bundle.get("min_rows") or DEFAULT_MIN_ROWS)
     threshold = float(bundle.get("psi_threshold") or PSI_THRESHOLD)
-    return DriftWindow.from_bundle(
-        predictor.bundle.path,
-        predictor.metadata,
-        size=size,
-        min_rows=min(min_rows, size),
-        threshold=threshold,
+    return BufferedWindow(
+        DriftWindow.from_bundle(
+            predictor.bundle.path,
+            predictor.metadata,
+            size=size,
+            min_rows=min(min_rows, size),
+            threshold=threshold,
+        )
     )
 
 
-def _complain_once(window: DriftWindow, exc: Exception) -> None:
+def _complain_once(window: BufferedWindow, exc: Exception) -> None:
     if id(window) not in _failed:
         _failed.add(id(window))
         log.warning("drift monitoring could not record served rows: %s", exc)
 
 
-def _answers(answers: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list[Any]]:
-    predictions = [a.get("prediction") for a in answers]
-    confidence = [a.get("confidence") for a in answers]
-    return predictions, [np.nan if c is None else c for c in confidence]
+def _answers(answers: Sequence[Mapping[str, Any]]) -> tuple[list[Any], Any]:
+    predictions = list(map(itemgetter("prediction"), answers))
+    if "confidence" not in answers[0]:
+        return predictions, None
+    confidence = np.array(list(map(itemgetter("confidence"), answers)), dtype=np.float64)
+    return predictions, confidence  # a None confidence becomes NaN in the float array
 
 
 def record_feeds(
-    window: DriftWindow | None,
+    window: BufferedWindow | None,
     predictor: Predictor,
     feeds: Mapping[str, np.ndarray],
     answers: Sequence[Mapping[str, Any]],
 ) -> None:
-    """Feed the rows of one ONNX call (the graph's ``[N, 1]`` inputs) to the window."""
+    """Feed the rows of one ONNX call (the graph's ``[N, 1]`` inputs) to the window.
+
+    A call of more than ``SAMPLE_ROWS`` rows feeds a uniform random sample of that many: the
+    window's shares stay those of the traffic, and a 1,000-row batch costs the event loop
+    ~0.1 ms of monitoring instead of ~0.6 ms (``make bench`` measures the server with
+    monitoring on and off).
+    """
     if window is None or window.profile is None or not answers:
         return
     try:
+        picked: Any = None
+        if len(answers) > SAMPLE_ROWS:
+            picked = np.sort(_RNG.choice(len(answers), SAMPLE_ROWS, replace=False))
+            answers = [answers[i] for i in picked.tolist()]
         columns: dict[str, Any] = {}
-        for name in predictor.feature_names:
+        for name in predictor.feature_names:  # converted when the buffer enters the window
             values: Any = feeds[name].reshape(-1)
-            if values.dtype == object:  # the graph's missing / unknown markers
-                missing = values == MISSING_CATEGORY
-                unknown = values == UNKNOWN_CATEGORY  # an empty string was sent
-                if missing.any() or unknown.any():
-                    values = values.copy()
-                    values[missing] = None
-                    values[unknown] = ""
-            else:
-                values = values.astype(np.float64)
-            columns[name] = values
+            columns[name] = values if picked is None else values[picked]
         predictions, confidence = _answers(answers)
         window.update(columns, predictions, confidence)
     except Exception as exc:  # monitoring must never fail a prediction
         _complain_once(window, exc)
+
+
+def _window_values(values: np.ndarray) -> np.ndarray:
+    """Graph inputs as the window takes them: float64, or strings with ``None`` for missing."""
+    if values.dtype != object:
+        return values.astype(np.float64, copy=False)
+    missing = values == MISSING_CATEGORY
+    unknown = values == UNKNOWN_CATEGORY  # an empty string was sent
+    if missing.any() or unknown.any():
+        values = values.copy()
+        values[missing] = None
+        values[unknown] = ""
+    return values
 
 
 def _category(value: Any, kind: str) -> Any:
@@ -120,7 +211,7 @@ def _category(value: Any, kind: str) -> Any:
 
 
 def record_rows(
-    window: DriftWindow | None,
+    window: BufferedWindow | None,
     predictor: Predictor,
     rows: Sequence[Sequence[Any]],
     answers: Sequence[Mapping[str, Any]],
@@ -130,6 +221,9 @@ def record_rows(
         return
     if not all(isinstance(row, list | tuple) for row in rows):
         return  # rows of the generic schema (unreadable metadata): nothing to compare
+    if len(answers) > SAMPLE_ROWS:  # a uniform sample, as record_feeds
+        picked = np.sort(_RNG.choice(len(answers), SAMPLE_ROWS, replace=False)).tolist()
+        rows, answers = [rows[i] for i in picked], [answers[i] for i in picked]
     try:
         columns: dict[str, Any] = {}
         for j, info in enumerate(predictor.features_in_order):

@@ -1,4 +1,4 @@
-"""``mlservice analyze BUNDLE``: LLM analysis of a run, written into its model card (SPEC §8)."""
+"""``mlservice analyze BUNDLE``: LLM analysis of a run, written into its model card."""
 
 from __future__ import annotations
 

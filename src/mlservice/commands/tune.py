@@ -1,7 +1,7 @@
 """``mlservice tune CONFIG --trials N``: Optuna search, best params as an overlay, then train.
 
 Optuna, MLflow and the training stack are imported inside the command. Several processes started
-with the same config and ``--storage`` URL cooperate on one study (SPEC §9).
+with the same config and ``--storage`` URL cooperate on one study (README.md, "Scaling out").
 """
 
 from __future__ import annotations

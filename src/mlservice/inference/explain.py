@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sklearn
 from sklearn.base import is_classifier
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -160,7 +161,10 @@ class Explainer:
         """Explain the rows of ``X`` (the frame the pipeline predicts from), vectorized."""
         if len(X) == 0:
             raise ValueError("no rows to explain")
-        transformed = np.asarray(self._preprocess.transform(X), dtype=np.float64)
+        # The rows were checked against the feature schema; scikit-learn's own per-call
+        # validation is most of a one-row transform's time.
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            transformed = np.asarray(self._preprocess.transform(X), dtype=np.float64)
         phi, base = self._engine(transformed)
         base, phi = self._expand(base, phi)
         # (rows, outputs, columns) @ (columns, features): each column added to its source

@@ -1,4 +1,4 @@
-"""LLM integration (SPEC §8): structured run analysis with LangChain, and text embeddings.
+"""LLM integration: structured run analysis with LangChain, and text embeddings.
 
 - ``mlservice.llm.chains``: ``create_analysis_chain(llm_config)`` → ``prompt | chat model`` with
   structured output ``AnalysisResult``; ``run_analysis`` maps every provider failure to
