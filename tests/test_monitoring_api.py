@@ -69,9 +69,9 @@ def _serve(bundle: Path, frame: pd.DataFrame, fast_path: bool) -> tuple[dict[str
     settings = ApiSettings(bundle_path=bundle, fast_path=fast_path)
     with TestClient(create_app(bundle, settings)) as client:
         rows = _instances(frame)
-        batched = rows[:-20]
-        for start in range(0, len(batched), 100):
-            body = {"instances": batched[start:start + 100]}
+        batched = rows[:-20]  # batches of 50: under SAMPLE_ROWS, every row is recorded
+        for start in range(0, len(batched), 50):
+            body = {"instances": batched[start:start + 50]}
             reply = client.post("/api/v1/predict/batch", json=body)
             assert reply.status_code == 200, reply.text
         for row in rows[-20:]:  # single rows too (micro-batched on the fast path)

@@ -120,7 +120,7 @@ def test_every_route_is_known_and_no_tracking_endpoint_is_served(keyed: TestClie
     assert paths == {
         "/health", "/health/ready", "/metrics", "/admin/reload",
         "/api/v1/model", "/api/v1/predict", "/api/v1/predict/batch", "/api/v1/explain",
-        "/api/v1/explain/batch", "/api/v1/monitoring",
+        "/api/v1/explain/batch", "/api/v1/monitoring", "/ping", "/version", "/invocations",
     }
     for path in ("/ajax-api/2.0/mlflow/experiments/search", "/api/2.0/mlflow/experiments/search"):
         assert keyed.get(path, headers={"X-API-Key": KEY}).status_code == 404

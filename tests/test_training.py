@@ -72,9 +72,9 @@ def test_champion_pyfunc_predicts_like_the_bundle(tracked_penguins, penguins_csv
     mlflow.set_tracking_uri(config.tracking.uri)
     model = mlflow.pyfunc.load_model(f"models:/{config.name}@champion")
     bundle = load_bundle(result.bundle_path)
-    frame = pd.read_csv(penguins_csv)[bundle.metadata["feature_names"]]
-    frame = frame.astype({"year": "float64"})
-    assert np.array_equal(np.asarray(model.predict(frame)), bundle.pipeline.predict(frame))
+    raw = pd.read_csv(penguins_csv)  # as users have it: the target column, int years, gaps
+    frame = raw[bundle.metadata["feature_names"]]
+    assert np.array_equal(np.asarray(model.predict(raw)), bundle.pipeline.predict(frame))
 
 
 def test_unmet_target_keeps_model_latest(tracked_penguins, penguins_csv: Path) -> None:
@@ -218,7 +218,7 @@ def test_api_predictor_and_mlflow_pyfunc_agree(tracked_penguins, penguins_csv: P
     local_labels = [p["prediction"] for p in predictor.predict_records(rows)]
     mlflow.set_tracking_uri(config.tracking.uri)
     model = mlflow.pyfunc.load_model(f"models:/{config.name}@champion")
-    codes = np.asarray(model.predict(frame.astype({"year": "float64"})))
+    codes = np.asarray(model.predict(frame))  # the raw frame: integer years as users have them
     classes = predictor.classes
     assert classes is not None
     assert api_labels == local_labels == [classes[int(c)] for c in codes]

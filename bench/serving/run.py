@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -59,11 +60,6 @@ def _specs(ref: Reference) -> list[tuple[str, str, ServerSpec]]:
             [str(BIN / "mlservice"), "serve", str(ref.bundle), "--host", "127.0.0.1",
              "--port", "{port}", "--workers", "1"],
             "/health/ready")),
-        ("mlservice", MLSERVICE_NO_MONITORING, ServerSpec(
-            MLSERVICE_NO_MONITORING,
-            [str(BIN / "mlservice"), "serve", str(ref.bundle), "--host", "127.0.0.1",
-             "--port", "{port}", "--workers", "1"],
-            "/health/ready", env={"MLSERVICE_MONITORING": "false"})),
         ("mlflow", MLFLOW[0], ServerSpec(MLFLOW[0], mlflow_cmd, "/ping", env=mlflow_env)),
         ("mlflow", MLFLOW[1], ServerSpec(
             MLFLOW[1], mlflow_cmd, "/ping", env={**mlflow_env, "OMP_NUM_THREADS": "1"})),
@@ -104,6 +100,38 @@ def _bench_server(
         return out
     finally:
         server.stop()
+
+
+def _monitoring_ab(ref: Reference, *, wrk: str, work: Path, args: argparse.Namespace) -> dict:
+    """mlservice with drift monitoring on and off, both up at once, wrk runs alternating
+    between them (on, off, on, off, ...): run-to-run drift on this shared machine (~10-20 %)
+    then affects both alike, which a run of one server after the other does not give."""
+    bodies = payloads()["mlservice"]
+    command = [str(BIN / "mlservice"), "serve", str(ref.bundle), "--host", "127.0.0.1",
+               "--port", "{port}", "--workers", "1"]
+    on = start_server(ServerSpec(MLSERVICE, command, "/health/ready"), log_dir=work)
+    off = start_server(ServerSpec(MLSERVICE_NO_MONITORING, command, "/health/ready",
+                                  env={"MLSERVICE_MONITORING": "false"}), log_dir=work)
+    out: dict[str, Any] = {}
+    try:
+        for payload, path in zip(("single", "batch"), PATHS["mlservice"], strict=True):
+            runs: dict[str, list[float]] = {"on": [], "off": []}
+            for server in (on, off):
+                run_wrk(wrk, server.url + path, bodies[payload], workdir=work,
+                        duration_s=args.warmup, connections=args.connections)
+            for _ in range(args.runs):
+                for name, server in (("on", on), ("off", off)):
+                    result = run_wrk(wrk, server.url + path, bodies[payload], workdir=work,
+                                     duration_s=args.duration, connections=args.connections)
+                    runs[name].append(result.requests_per_s)
+            medians = {k: statistics.median(v) for k, v in runs.items()}
+            out[payload] = {**medians, "runs": runs, "ratio": medians["on"] / medians["off"]}
+            print(f"  monitoring on/off {payload}: {medians['on']:,.1f} / {medians['off']:,.1f} "
+                  f"req/s = {out[payload]['ratio']:.3f}", flush=True)
+    finally:
+        on.stop()
+        off.stop()
+    return out
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -152,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.skip_mlflow and kind == "mlflow":
                 continue
             results["servers"][name] = _bench_server(kind, spec, wrk=wrk, work=work, args=args)
+        print("drift monitoring on against off (alternating runs)…", flush=True)
+        results["monitoring_ab"] = _monitoring_ab(ref, wrk=wrk, work=work, args=args)
         print("in-process models and request path…", flush=True)
         results["in_process"] = measure_models(ref.bundle)
         results["asgi"] = measure_asgi(ref.bundle)

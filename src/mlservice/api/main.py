@@ -44,6 +44,8 @@ from mlservice.api.routes import (
 )
 from mlservice.api.routes.admin import build_admin_router
 from mlservice.api.routes.explain import build_explain_router
+from mlservice.api.routes.mlflow_protocol import build_mlflow_router
+from mlservice.api.routes.open_inference import build_open_inference_router
 from mlservice.api.schemas import build_request_models
 from mlservice.api.settings import ApiSettings, settings_from_env
 from mlservice.bundle import load_metadata
@@ -81,7 +83,7 @@ def _read_schema(path: Path) -> tuple[dict[str, Any] | None, tuple[FeatureInfo, 
 
 def _public_paths(settings: ApiSettings) -> tuple[str, ...]:
     """Paths that answer without an API key when keys are configured."""
-    paths = ["/health", "/health/ready"]
+    paths = ["/health", "/health/ready", "/ping", "/v2/health/live", "/v2/health/ready"]
     if settings.public_docs:
         paths += ["/docs", "/docs/oauth2-redirect", "/openapi.json", DOCS_OPENAPI_URL]
     if settings.public_metrics:
@@ -206,6 +208,14 @@ def create_app(bundle_path: Path | None = None, settings: ApiSettings | None = N
     app.include_router(monitoring_router, dependencies=auth)
     app.include_router(build_predict_router(models), dependencies=auth)
     app.include_router(build_explain_router(models), dependencies=auth)
+    # Clients of `mlflow models serve` (POST /invocations) and of KServe / MLServer / Triton
+    # (the Open Inference Protocol under /v2) talk to the same model, checks and limits.
+    app.include_router(
+        build_mlflow_router(
+            dependencies=auth, features=features, max_batch_size=settings.max_batch_size
+        )
+    )
+    app.include_router(build_open_inference_router(dependencies=auth))
     _include_task_routes(app, meta, models.named_example, auth, settings.max_batch_size)
     _install_docs(app, title)
 

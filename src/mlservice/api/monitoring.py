@@ -47,7 +47,7 @@ log = logging.getLogger("mlservice.api.monitoring")
 #: Served rows buffered before they enter the drift window together.
 FLUSH_ROWS = 64
 #: Most rows of one ONNX call fed to the drift window (a uniform sample beyond).
-SAMPLE_ROWS = 128
+SAMPLE_ROWS = 64
 _RNG = np.random.default_rng()
 _failed: set[int] = set()
 
@@ -58,49 +58,49 @@ class BufferedWindow:
 
     A window update has a fixed cost of ~30 µs (numpy calls per column) whatever its size; one
     per one-row request cost ~12 % of the single-row throughput. Buffered, a request pays a
-    list append, and the fixed cost is shared by ``FLUSH_ROWS`` rows.
+    list append (its feeds and answers are kept as they are), and the conversion and the
+    window update are shared by ``FLUSH_ROWS`` rows.
     """
 
     def __init__(self, window: DriftWindow) -> None:
         self.window = window
         self.profile = window.profile
         self._lock = threading.Lock()
-        self._columns: list[Mapping[str, Any]] = []
-        self._predictions: list[Any] = []
-        self._confidence: list[Any] = []
+        self._pending: list[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]] = []
         self._rows = 0
 
-    def update(self, columns: Mapping[str, Any], predictions: list[Any], confidence: Any) -> None:
+    def add(self, columns: Mapping[str, Any], answers: Sequence[Mapping[str, Any]]) -> None:
+        """Queue served rows: ``columns`` maps features to ``[N, 1]`` arrays (the graph's
+        inputs, converted when they enter the window), ``answers`` the answers."""
         with self._lock:
-            self._columns.append(columns)
-            self._predictions.extend(predictions)
-            self._confidence.append(confidence)
-            self._rows += len(predictions)
+            self._pending.append((columns, answers))
+            self._rows += len(answers)
             if self._rows < FLUSH_ROWS:
                 return
             pending = self._take()
-        self._feed(*pending)
+        self._feed(pending)
 
-    def _take(self) -> tuple[list[Mapping[str, Any]], list[Any], list[Any]]:
-        pending = (self._columns, self._predictions, self._confidence)
-        self._columns, self._predictions, self._confidence, self._rows = [], [], [], 0
+    def _take(self) -> list[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]:
+        pending, self._pending, self._rows = self._pending, [], 0
         return pending
 
-    def _feed(
-        self, columns: list[Mapping[str, Any]], predictions: list[Any], conf: list[Any]
-    ) -> None:
-        if not predictions:
+    def _feed(self, pending: list[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]) -> None:
+        if not pending:
             return
+        columns = [c for c, _ in pending]
+        answers = [a for _, group in pending for a in group]
         names = set(columns[0]).intersection(*columns[1:])  # the route skips unmonitored kinds
-        joined = {name: _window_values(np.concatenate([c[name] for c in columns]))
-                  for name in names}  # fmt: skip
-        confidence = None if conf[0] is None else np.concatenate(conf)
+        joined = {  # every column is [N, 1]: one concatenate and one reshape per feature
+            name: _window_values(np.concatenate([c[name] for c in columns]).reshape(-1))
+            for name in names
+        }
+        predictions, confidence = _answers(answers)
         self.window.update(joined, predictions, confidence)
 
     def flush(self) -> None:
         with self._lock:
             pending = self._take()
-        self._feed(*pending)
+        self._feed(pending)
 
     def record_rejected(self, feature: str, count: int = 1) -> None:
         self.window.record_rejected(feature, count)
@@ -173,16 +173,11 @@ def record_feeds(
     if window is None or window.profile is None or not answers:
         return
     try:
-        picked: Any = None
         if len(answers) > SAMPLE_ROWS:
-            picked = np.sort(_RNG.choice(len(answers), SAMPLE_ROWS, replace=False))
+            picked = _RNG.integers(0, len(answers), SAMPLE_ROWS)  # uniform, with replacement
             answers = [answers[i] for i in picked.tolist()]
-        columns: dict[str, Any] = {}
-        for name in predictor.feature_names:  # converted when the buffer enters the window
-            values: Any = feeds[name].reshape(-1)
-            columns[name] = values if picked is None else values[picked]
-        predictions, confidence = _answers(answers)
-        window.update(columns, predictions, confidence)
+            feeds = {name: feeds[name][picked] for name in predictor.feature_names}
+        window.add(feeds, answers)  # converted when the buffer enters the window
     except Exception as exc:  # monitoring must never fail a prediction
         _complain_once(window, exc)
 
@@ -222,7 +217,7 @@ def record_rows(
     if not all(isinstance(row, list | tuple) for row in rows):
         return  # rows of the generic schema (unreadable metadata): nothing to compare
     if len(answers) > SAMPLE_ROWS:  # a uniform sample, as record_feeds
-        picked = np.sort(_RNG.choice(len(answers), SAMPLE_ROWS, replace=False)).tolist()
+        picked = _RNG.integers(0, len(answers), SAMPLE_ROWS).tolist()
         rows, answers = [rows[i] for i in picked], [answers[i] for i in picked]
     try:
         columns: dict[str, Any] = {}
@@ -231,13 +226,12 @@ def record_rows(
             if info.kind == "numeric":
                 columns[info.name] = np.array(
                     [np.nan if v is None else v for v in values], dtype=np.float64
-                )
+                ).reshape(-1, 1)
             elif info.kind in ("categorical", "boolean"):
                 columns[info.name] = np.array(
                     [_category(v, info.kind) for v in values], dtype=object
-                )
-        predictions, confidence = _answers(answers)
-        window.update(columns, predictions, confidence)
+                ).reshape(-1, 1)
+        window.add(columns, answers)
     except Exception as exc:  # monitoring must never fail a prediction
         _complain_once(window, exc)
 

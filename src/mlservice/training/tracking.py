@@ -96,6 +96,32 @@ def _experiment_id(config: Config) -> str:
     return str(mlflow.create_experiment(name, artifact_location=artifact_location))
 
 
+def input_schema(metadata: dict[str, Any]) -> Any:
+    """The MLflow input schema of the logged pipeline, built from the bundle's feature schema.
+
+    A number keeps its training dtype: an integer feature without missing values is ``long``,
+    any other number ``double`` (MLflow will not cast int64 to float64, so an inferred
+    ``double`` refused the raw frame's integer ``year``). Categorical and boolean features are
+    ``string``: the pipeline takes their canonical strings (``mlservice.categories``). Every
+    column is required: ``required`` is about the column being there, not its values (MLflow
+    takes missing values in a required column), and the pipeline needs every column.
+    """
+    from mlflow.types import ColSpec, Schema
+
+    specs = {str(spec["name"]): spec for spec in metadata["features"]}
+    columns: list[Any] = []
+    for name in metadata["feature_names"]:
+        spec = specs[str(name)]
+        kind = str(spec.get("type", "numeric"))
+        if kind == "numeric":
+            integer = str(spec.get("dtype", "")).startswith(("int", "uint"))
+            dtype = "long" if integer and not spec.get("nullable") else "double"
+        else:
+            dtype = "datetime" if kind == "datetime" else "string"
+        columns.append(ColSpec(dtype, str(name)))
+    return Schema(columns)
+
+
 def log_training_run(
     *,
     config: Config,
@@ -108,14 +134,10 @@ def log_training_run(
 ) -> dict[str, Any]:
     """Log params, metrics, dataset, tags, bundle and model; register; alias ``champion``."""
     import mlflow
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # Integer columns cannot hold missing values in an MLflow schema; declare them as doubles.
-    X_sample = X_sample.astype(  # noqa: N806
-        {c: "float64" for c in X_sample.columns if pd.api.types.is_integer_dtype(X_sample[c])}
-    )
     try:
         experiment_id = _experiment_id(config)
         with mlflow.start_run(experiment_id=experiment_id, run_name=metadata["bundle_id"]) as run:
@@ -165,7 +187,10 @@ def log_training_run(
             mlflow.log_artifacts(str(bundle_path), artifact_path="bundle")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                signature = infer_signature(X_sample, pipeline.predict(X_sample))
+                signature = ModelSignature(  # what users send, not the coerced frame
+                    inputs=input_schema(metadata),
+                    outputs=infer_signature(X_sample, pipeline.predict(X_sample)).outputs,
+                )
                 info = mlflow.sklearn.log_model(
                     pipeline,
                     name="model",
