@@ -66,36 +66,49 @@ class BufferedWindow:
         self.window = window
         self.profile = window.profile
         self._lock = threading.Lock()
-        self._pending: list[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]] = []
-        self._rows = 0
+        self._columns: list[Mapping[str, Any]] = []
+        self._predictions: list[Any] = []
+        self._confidence: list[Any] = []
 
     def add(self, columns: Mapping[str, Any], answers: Sequence[Mapping[str, Any]]) -> None:
         """Queue served rows: ``columns`` maps features to ``[N, 1]`` arrays (the graph's
-        inputs, converted when they enter the window), ``answers`` the answers."""
+        inputs, converted when they enter the window), ``answers`` the answers (only their
+        prediction and confidence are kept: holding the answers would keep every dict of
+        them alive for the garbage collector to walk)."""
+        if len(answers) == 1:
+            first = answers[0]
+            predictions: list[Any] = [first["prediction"]]
+            confidence: list[Any] = [first.get("confidence")]
+        else:
+            predictions = list(map(itemgetter("prediction"), answers))
+            confidence = [a.get("confidence") for a in answers]
         with self._lock:
-            self._pending.append((columns, answers))
-            self._rows += len(answers)
-            if self._rows < FLUSH_ROWS:
+            self._columns.append(columns)
+            self._predictions += predictions
+            self._confidence += confidence
+            if len(self._predictions) < FLUSH_ROWS:
                 return
             pending = self._take()
         self._feed(pending)
 
-    def _take(self) -> list[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]:
-        pending, self._pending, self._rows = self._pending, [], 0
+    def _take(self) -> tuple[list[Mapping[str, Any]], list[Any], list[Any]]:
+        pending = (self._columns, self._predictions, self._confidence)
+        self._columns, self._predictions, self._confidence = [], [], []
         return pending
 
-    def _feed(self, pending: list[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]) -> None:
-        if not pending:
+    def _feed(self, pending: tuple[list[Mapping[str, Any]], list[Any], list[Any]]) -> None:
+        columns, predictions, confidence = pending
+        if not predictions:
             return
-        columns = [c for c, _ in pending]
-        answers = [a for _, group in pending for a in group]
         names = set(columns[0]).intersection(*columns[1:])  # the route skips unmonitored kinds
         joined = {  # every column is [N, 1]: one concatenate and one reshape per feature
             name: _window_values(np.concatenate([c[name] for c in columns]).reshape(-1))
             for name in names
         }
-        predictions, confidence = _answers(answers)
-        self.window.update(joined, predictions, confidence)
+        scores = None
+        if confidence[0] is not None:  # classifiers; a None confidence becomes NaN
+            scores = np.array(confidence, dtype=np.float64)
+        self.window.update(joined, predictions, scores)
 
     def flush(self) -> None:
         with self._lock:
@@ -147,14 +160,6 @@ def _complain_once(window: BufferedWindow, exc: Exception) -> None:
     if id(window) not in _failed:
         _failed.add(id(window))
         log.warning("drift monitoring could not record served rows: %s", exc)
-
-
-def _answers(answers: Sequence[Mapping[str, Any]]) -> tuple[list[Any], Any]:
-    predictions = list(map(itemgetter("prediction"), answers))
-    if "confidence" not in answers[0]:
-        return predictions, None
-    confidence = np.array(list(map(itemgetter("confidence"), answers)), dtype=np.float64)
-    return predictions, confidence  # a None confidence becomes NaN in the float array
 
 
 def record_feeds(
