@@ -607,14 +607,23 @@ def tune(
             )
 
     try:
-        if len(study.get_trials(deepcopy=False, states=claimed)) < trials:
-            study.optimize(
-                objective,
-                n_trials=trials,
-                timeout=timeout,
-                catch=(_Surplus, ValueError),
-                callbacks=[after_trial],
-            )
+        while len(study.get_trials(deepcopy=False, states=claimed)) < trials:
+            try:
+                study.optimize(
+                    objective,
+                    n_trials=trials,
+                    timeout=timeout,
+                    catch=(_Surplus, ValueError),
+                    callbacks=[after_trial],
+                )
+                break
+            except ValueError as exc:
+                # Two workers on one SQLite storage can both pop the same enqueued trial (the
+                # read of its WAITING state is not locked there); the one that finishes second
+                # cannot record it. The other worker has: go on with the next trials.
+                if "Cannot tell a COMPLETE trial" not in str(exc):
+                    raise
+                log.info("trial already recorded by another worker; continuing: %s", exc)
         result = _result(
             study,
             config,
