@@ -22,11 +22,10 @@ from sklearn.preprocessing import FunctionTransformer
 
 from mlservice.api.main import create_app
 from mlservice.api.settings import ApiSettings
-from mlservice.bundle import METADATA_FILE, MODEL_FILE, load_metadata, sha256_file
+from mlservice.bundle import METADATA_FILE, MODEL_FILE, sha256_file
 from mlservice.errors import BundleError
 from mlservice.inference import Predictor
-from mlservice.training import train
-from tests.conftest import PENGUIN_ROW, make_config
+from tests.conftest import PENGUIN_ROW
 from tests.test_api_e2e import Server
 
 KEY = "hardening-key"
@@ -37,16 +36,9 @@ BATCH = "/api/v1/predict/batch"
 
 
 @pytest.fixture(scope="module")
-def onnx_bundle(tmp_path_factory: pytest.TempPathFactory, penguins_csv: Path) -> Path:
-    """A penguins classifier (categoricals, missing values) served by ONNX."""
-    tmp = tmp_path_factory.mktemp("hardening")
-    config = make_config(
-        tmp, **{"data.source": str(penguins_csv), "model": {"type": "logistic_regression"}}
-    )
-    result = train(config, base_dir=tmp)
-    assert result.gate.passed
-    assert load_metadata(result.bundle_path)["onnx"]["verified"] is True
-    return result.bundle_path
+def onnx_bundle(onnx_trained_bundle: Path) -> Path:
+    """The session's ONNX-served penguins classifier (categoricals, missing values)."""
+    return onnx_trained_bundle
 
 
 @pytest.fixture(scope="module")
