@@ -20,11 +20,7 @@ from fastapi.responses import Response
 
 from mlservice.api.errors import ERROR_RESPONSES, ApiError, request_id_of
 from mlservice.api.routes._offload import call_model, per_predictor
-from mlservice.api.routes.predict import (
-    MODEL_HEADER_NAME,
-    JsonBytesResponse,
-    ServingDep,
-)
+from mlservice.api.routes.predict import ServingDep, model_answer
 from mlservice.api.schemas import RequestModels, row_values
 from mlservice.inference import Predictor
 
@@ -114,10 +110,7 @@ def build_explain_router(models: RequestModels) -> APIRouter:
         """Per input feature, its additive contribution to the prediction."""
         predictor = serving[0]
         records = await _explain(request, serving, [row_values(body.features)], all_classes)
-        return JsonBytesResponse(
-            {**records[0], "model_version": predictor.version},
-            headers={MODEL_HEADER_NAME: predictor.bundle_id},
-        )
+        return model_answer(predictor, records[0])
 
     @router.post(
         "/explain/batch",
@@ -135,10 +128,8 @@ def build_explain_router(models: RequestModels) -> APIRouter:
         predictor = serving[0]
         rows = [row_values(row) for row in body.instances]
         records = await _explain(request, serving, rows, all_classes)
-        return JsonBytesResponse(
-            {"explanations": records, "total_instances": len(records),
-             "model_version": predictor.version},
-            headers={MODEL_HEADER_NAME: predictor.bundle_id},
+        return model_answer(
+            predictor, {"explanations": records, "total_instances": len(records)}
         )
 
     return router

@@ -53,6 +53,7 @@ __all__ = [
     "JsonBytesResponse",
     "ServingDep",
     "build_predict_router",
+    "model_answer",
     "run_prediction",
     "runs_inline",
 ]
@@ -71,6 +72,14 @@ class JsonBytesResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def model_answer(predictor: Predictor, content: dict[str, Any]) -> JsonBytesResponse:
+    """``content`` with the served model's version, named by its bundle in ``X-Model-Bundle``."""
+    return JsonBytesResponse(
+        {**content, "model_version": predictor.version},
+        headers={MODEL_HEADER_NAME: predictor.bundle_id},
+    )
 
 
 def runs_inline(predictor: Predictor, rows: int) -> bool:
@@ -146,10 +155,7 @@ def build_predict_router(models: RequestModels) -> APIRouter:
             request=request,
             metrics=metrics,
         )
-        return JsonBytesResponse(
-            {**results[0], "model_version": predictor.version},
-            headers={MODEL_HEADER_NAME: predictor.bundle_id},
-        )
+        return model_answer(predictor, results[0])
 
     @router.post(
         "/predict/batch",
@@ -173,9 +179,6 @@ def build_predict_router(models: RequestModels) -> APIRouter:
             request=request,
             metrics=metrics,
         )
-        return JsonBytesResponse(
-            {"predictions": results, "total_instances": count, "model_version": predictor.version},
-            headers={MODEL_HEADER_NAME: predictor.bundle_id},
-        )
+        return model_answer(predictor, {"predictions": results, "total_instances": count})
 
     return router
